@@ -1,0 +1,134 @@
+"""Reading and writing the project's JSON files: a JSON array or JSONL, strict, with errors that name the place.
+
+Every data file (QA, results, CoT, RLVR) is read through ``read_records`` and every output is written through
+``write_json_atomic`` (temp file in the same directory, fsync, rename): a crash or a full disk never leaves a
+half-written file where a good one stood.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import DataError
+
+
+def read_records(path: str | os.PathLike, what: str = "data file", hint: str | None = None) -> list[dict]:
+    """A list of JSON objects from ``path``: a JSON array, or JSON Lines (one object a line, blank lines
+    allowed). A UTF-8 byte-order mark is accepted. Anything else raises DataError naming file and record."""
+    p = Path(path)
+    if not p.exists():
+        msg = f"{what} not found"
+        raise DataError(p, msg + (f" ({hint})" if hint else ""))
+    if p.is_dir():
+        raise DataError(p, f"{what} is a directory, expected a JSON file")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(p, f"not UTF-8 text ({e})") from None
+    if not text.strip():
+        raise DataError(p, f"{what} is empty")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(p, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        records = data
+    elif stripped.startswith("{"):
+        records = []
+        try:  # a single JSON object is a common mistake; say so rather than "line 2 broken"
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and text.count("\n", 0, len(text.rstrip())) > 0 and _looks_like_jsonl(text):
+            obj = None
+        if isinstance(obj, dict):
+            raise DataError(p, "expected a JSON list of records (or JSON Lines), found a single JSON object")
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(p, f"JSON Lines: line {lineno} is not valid JSON ({e.msg})", index=len(records)) from None
+            records.append(rec)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(p, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        raise DataError(p, f"expected a JSON list of records, found {type(data).__name__}")
+    if not isinstance(records, list):
+        raise DataError(p, f"expected a JSON list of records, found {type(records).__name__}")
+    if not records:
+        raise DataError(p, f"{what} holds no records (empty list)")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise DataError(p, f"expected a JSON object, found {type(r).__name__}", index=i)
+    return records
+
+
+def _looks_like_jsonl(text: str) -> bool:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        json.loads(lines[0])
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (temp file beside it, fsync, rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=indent)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p
+
+
+def require_fields(path, records: Iterable[dict], schema: dict[str, type | tuple[type, ...]]) -> None:
+    """Every record has every field of ``schema`` with the right type (first offender raises DataError)."""
+    for i, r in enumerate(records):
+        for field, typ in schema.items():
+            if field not in r:
+                raise DataError(path, "missing field", index=i, field=field)
+            if not isinstance(r[field], typ):
+                want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+                raise DataError(path, f"expected {want}, found {type(r[field]).__name__}", index=i, field=field)
