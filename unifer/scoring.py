@@ -1,0 +1,355 @@
+"""FERBench scoring: label extraction (paper | strict), per-set and pooled metrics, the FERBench table.
+
+The paper protocol is the one rule the paper's aggregate scorer (``eval_total/code/eval_unifer.py``) applies to all
+four sets. The paper's five scorers drifted: the SFEW 2.0 per-set copy matches ``<answer>(.*?)</answer>``
+case-sensitively with ``re.DOTALL``, the other four (and the aggregate) ``<answer>\\s*(.*?)\\s*</answer>``
+case-insensitively with ``.`` not crossing newlines. We use the latter everywhere, so a set scores the same alone
+and inside the total. Their word-boundary search in step 2 is subsumed by the substring test beside it, and their
+per-set confusion matrix used the candidate order of the last record read; we use the registry's order.
+
+Paper rule, candidates in registry order: (1) the first ``<answer>`` match, lower-cased: the first candidate that
+occurs in it; (2) else the first candidate that occurs in the lower-cased response; (3) else the first label of the
+set's synonym walk any of whose alternatives occurs in it; (4) else ``unknown``. Substring matches, as the paper:
+"unhappy" counts as *happy* on FERPlus, and a candidate named anywhere in the reasoning counts as the answer.
+
+Strict rule (opt-in): only the first ``<answer>`` content counts; trimmed and lower-cased it must equal a candidate
+or one of its listed synonyms, otherwise ``unknown``. It shows how often the model really answered.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import DataError, UniferError
+from .jsonio import read_records
+from .metrics import accuracy, confusion_matrix, macro_prf, per_class, rank_by_f1
+from .registry import REPO_ROOT, SETS, TOTAL_LABEL_MAP, FERSet, get_set
+
+#: The paper's answer pattern: first match, case-insensitive, ``.`` does not match a newline.
+ANSWER_PATTERN = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE)
+UNKNOWN = "unknown"
+PROTOCOLS = ("paper", "strict")
+
+
+class LabelExtractor:
+    """``extractor(response) -> label | "unknown"`` for one set and protocol (built once, called per item)."""
+
+    def __init__(self, fer_set: FERSet, protocol: str = "paper"):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+        self.fer_set, self.protocol = fer_set, protocol
+        self.labels = tuple(label.lower() for label in fer_set.labels)
+        self.synonyms = tuple((label, tuple(a.lower() for a in alts)) for label, alts in fer_set.synonyms)
+        exact = {label: label for label in self.labels}
+        for label, alts in self.synonyms:  # a candidate's own name wins over a synonym spelled the same
+            for alt in alts:
+                exact.setdefault(alt, label)
+        self.exact = exact
+
+    def __call__(self, response: str) -> str:
+        return self._paper(response) if self.protocol == "paper" else self._strict(response)
+
+    def _paper(self, response: str) -> str:
+        match = ANSWER_PATTERN.search(response)
+        if match:
+            answer = match.group(1).strip().lower()
+            for label in self.labels:
+                if label in answer:
+                    return label
+        lowered = response.lower()
+        for label in self.labels:
+            if label in lowered:
+                return label
+        for label, alts in self.synonyms:
+            for alt in alts:
+                if alt in lowered:
+                    return label
+        return UNKNOWN
+
+    def _strict(self, response: str) -> str:
+        match = ANSWER_PATTERN.search(response)
+        if not match:
+            return UNKNOWN
+        return self.exact.get(match.group(1).strip().lower(), UNKNOWN)
+
+
+@lru_cache(maxsize=None)
+def _extractor(set_key: str, protocol: str) -> LabelExtractor:
+    return LabelExtractor(get_set(set_key), protocol)
+
+
+def extract_label(response: str, fer_set: FERSet | str, protocol: str = "paper") -> str:
+    """The label a response names for ``fer_set`` under ``protocol`` (paper | strict), or ``"unknown"``."""
+    key = fer_set if isinstance(fer_set, str) else fer_set.key
+    return _extractor(get_set(key).key, protocol)(response)
+
+
+# ---------------------------------------------------------------------------------------------------- results files
+
+
+def is_error(record: dict) -> bool:
+    """A failed item: the paper's scorer skips any record whose ``error`` field is truthy."""
+    return bool(record.get("error"))
+
+
+def infer_command(fer_set: FERSet, results_path: Path) -> str:
+    """The command that writes ``results_path`` (named in the missing-file message)."""
+    cmd = f"python eval_{fer_set.key}/code/infer_unifer.py"
+    if Path(results_path).resolve() != fer_set.default_results_path().resolve():
+        cmd += f" --output {results_path}"
+    return cmd
+
+
+def load_results(path: str | os.PathLike, fer_set: FERSet) -> list[dict]:
+    """Read and check a results file of ``fer_set``: the QA records plus ``model_response`` (``"error": true`` on
+    failed items, whose response may be absent). Any problem raises DataError naming file, record and field."""
+    path = Path(path)
+    records = read_records(path, what="results file", hint=f"create it with: {infer_command(fer_set, path)}")
+    own = set(fer_set.labels)
+    for i, r in enumerate(records):
+        cands = r.get("candidate_labels")
+        if cands is None:
+            raise DataError(path, "missing field", index=i, field="candidate_labels")
+        if not isinstance(cands, list) or not cands or not all(isinstance(c, str) for c in cands):
+            raise DataError(path, "expected a non-empty list of strings", index=i, field="candidate_labels")
+        if set(cands) != own:
+            other = next((s for s in SETS.values() if set(s.labels) == set(cands)), None)
+            if other is not None:
+                raise DataError(
+                    path,
+                    f"these are {other.name} results (candidates {', '.join(cands)}), not {fer_set.name}; "
+                    f"score them with eval_{other.key}/code/eval_unifer.py",
+                    index=i,
+                    field="candidate_labels",
+                )
+            raise DataError(
+                path, f"candidates {cands} are not {fer_set.name}'s {list(fer_set.labels)}", index=i,
+                field="candidate_labels",
+            )
+        truth = r.get("true_label")
+        if truth is None:
+            raise DataError(path, "missing field", index=i, field="true_label")
+        if not isinstance(truth, str):
+            raise DataError(path, f"expected str, found {type(truth).__name__}", index=i, field="true_label")
+        if truth not in own:
+            raise DataError(path, f"label {truth!r} is not one of the candidates {cands}", index=i, field="true_label")
+        response = r.get("model_response")
+        if is_error(r) and response is None:
+            continue
+        if "model_response" not in r:
+            raise DataError(path, "missing field", index=i, field="model_response")
+        if not isinstance(response, str):
+            raise DataError(path, f"expected str, found {type(response).__name__}", index=i, field="model_response")
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class Predictions:
+    """(true, predicted) pairs of the scored items, with the item counts the report prints."""
+
+    truths: list[str] = field(default_factory=list)
+    preds: list[str] = field(default_factory=list)
+    total: int = 0
+    errors: int = 0
+
+    @property
+    def counts(self) -> dict:
+        return {
+            "total": self.total,
+            "errors": self.errors,
+            "unknown": sum(1 for p in self.preds if p == UNKNOWN),
+            "valid": len(self.truths),
+        }
+
+    def extend(self, other: "Predictions", label_map: dict[str, str] | None = None) -> None:
+        m = label_map or {}
+        self.truths += [m.get(t, t) for t in other.truths]
+        self.preds += [m.get(p, p) for p in other.preds]
+        self.total += other.total
+        self.errors += other.errors
+
+
+def predict(records: list[dict], fer_set: FERSet, protocol: str = "paper") -> Predictions:
+    """Extract a label from every non-error record (the paper's loop)."""
+    extractor = _extractor(fer_set.key, protocol)
+    out = Predictions(total=len(records))
+    for r in records:
+        if is_error(r):
+            out.errors += 1
+            continue
+        out.truths.append(r["true_label"])
+        out.preds.append(extractor(r["model_response"]))
+    return out
+
+
+def overall_metrics(p: Predictions) -> dict:
+    precision, recall, f1 = macro_prf(p.truths, p.preds)
+    return {"accuracy": accuracy(p.truths, p.preds), "precision": precision, "recall": recall, "f1": f1}
+
+
+def build_report(p: Predictions, labels: list[str] | tuple[str, ...], protocol: str) -> dict:
+    """The paper's metrics JSON (overall, per_class, confusion_matrix) plus counts, protocol and the label order.
+    ``unknown_per_class`` counts, per true label, the predictions outside ``labels`` (the matrix leaves them out)."""
+    if not p.truths:
+        raise UniferError(f"all {p.total} items are error items; there is nothing to score (rerun inference)")
+    labels = list(labels)
+    rows = per_class(p.truths, p.preds, labels)
+    in_labels = set(labels)
+    outside = {label: 0 for label in labels}
+    for t, pr in zip(p.truths, p.preds):
+        if pr not in in_labels and t in outside:
+            outside[t] += 1
+    return {
+        "overall": overall_metrics(p),
+        "per_class": rows,
+        "confusion_matrix": confusion_matrix(p.truths, p.preds, labels).tolist(),
+        "labels": labels,
+        "ranked_by_f1": [r["emotion"] for r in rank_by_f1(rows)],
+        "unknown_per_class": [outside[label] for label in labels],
+        "counts": p.counts,
+        "protocol": protocol,
+    }
+
+
+def score_set(records: list[dict], fer_set: FERSet, protocol: str = "paper") -> dict:
+    """Metrics of one set's results under ``protocol``; the confusion matrix runs over the set's candidates."""
+    report = build_report(predict(records, fer_set, protocol), fer_set.labels, protocol)
+    report["set"] = fer_set.key
+    return report
+
+
+def pool(per_set: dict[str, Predictions]) -> Predictions:
+    """The aggregate's pairs: every set's pairs with angry→anger, happy→happiness, sad→sadness."""
+    pooled = Predictions()
+    for p in per_set.values():
+        pooled.extend(p, TOTAL_LABEL_MAP)
+    return pooled
+
+
+def score_total(records_by_set: dict[str, list[dict]], protocol: str = "paper") -> dict:
+    """The aggregate report: pooled metrics over the sorted distinct true labels (the paper's total), the
+    unweighted mean of the per-set accuracies, and every set's numbers under both protocols (``table``)."""
+    preds = {
+        proto: {key: predict(recs, get_set(key), proto) for key, recs in records_by_set.items()} for proto in PROTOCOLS
+    }
+    pooled = pool(preds[protocol])
+    report = build_report(pooled, sorted(set(pooled.truths)), protocol)
+    report["set"] = "total"
+    table = []
+    for proto in PROTOCOLS:
+        for key, p in preds[proto].items():
+            if not p.truths:
+                raise UniferError(f"{get_set(key).name}: all {p.total} items are error items; nothing to score")
+            table.append(table_row(get_set(key).name, proto, p.counts, overall_metrics(p)))
+        set_rows = table[-len(preds[proto]):]
+        table.append(table_row("Total (pooled)", proto, pool(preds[proto]).counts, overall_metrics(pool(preds[proto]))))
+        table.append(mean_row(set_rows, proto))
+    report["per_set"] = {
+        key: {"name": get_set(key).name, "counts": p.counts, "overall": overall_metrics(p)}
+        for key, p in preds[protocol].items()
+    }
+    report["mean_set_accuracy"] = next(r["accuracy"] for r in table if r["protocol"] == protocol and
+                                       r["set"] == MEAN_ROW)
+    report["table"] = table
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------- table rows
+
+MEAN_ROW = "Mean of sets"
+TABLE_COLUMNS = ("set", "protocol", "total", "errors", "unknown", "valid", "accuracy", "precision", "recall", "f1")
+
+
+def table_row(name: str, protocol: str, counts: dict, overall: dict) -> dict:
+    return {"set": name, "protocol": protocol, **counts, **overall}
+
+
+def mean_row(set_rows: list[dict], protocol: str) -> dict:
+    """Unweighted mean of the per-set metrics (pooled accuracy is dominated by AffectNet and FERPlus)."""
+    row = {"set": MEAN_ROW, "protocol": protocol}
+    for c in ("total", "errors", "unknown", "valid"):
+        row[c] = sum(r[c] for r in set_rows)
+    for m in ("accuracy", "precision", "recall", "f1"):
+        row[m] = sum(r[m] for r in set_rows) / len(set_rows)
+    return row
+
+
+def resolve_default(path: str | os.PathLike | None, default: Path) -> Path:
+    """A user path as given (relative to the current directory), else the repository-relative default."""
+    return Path(path).expanduser().resolve() if path else default
+
+
+def relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (for messages), else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------- formatting
+
+
+def format_report(report: dict, title: str) -> str:
+    """The compact console table: counts, the overall line, the confusion matrix, per-class lines."""
+    labels, c, o = report["labels"], report["counts"], report["overall"]
+    width = max(10, max(len(label) for label in labels) + 1)
+    lines = [
+        f"{title} · {report['protocol']} protocol",
+        f"items {c['total']}  errors {c['errors']}  valid {c['valid']}  unknown {c['unknown']}",
+        f"accuracy {o['accuracy']:.4f}  precision {o['precision']:.4f}  recall {o['recall']:.4f}  "
+        f"f1 {o['f1']:.4f}  (macro)",
+        "",
+        "confusion matrix (rows true, columns predicted)",
+        " " * width + "".join(f"{label[:7]:>8}" for label in labels) + f"{'unknown':>8}",
+    ]
+    for label, row, unk in zip(labels, report["confusion_matrix"], report["unknown_per_class"]):
+        lines.append(f"{label:<{width}}" + "".join(f"{n:>8}" for n in row) + f"{unk:>8}")
+    lines += ["", f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
+    for r in report["per_class"]:
+        lines.append(f"{r['emotion']:<{width}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}"
+                     f"{r['support']:>9}")
+    by_f1 = {r["emotion"]: r["f1"] for r in report["per_class"]}
+    lines.append("ranked by F1: " + " > ".join(f"{e} {by_f1[e]:.3f}" for e in report["ranked_by_f1"]))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The FERBench table, one line per set, both protocols side by side (percentages, as the paper reports)."""
+    protocols = [p for p in PROTOCOLS if any(r["protocol"] == p for r in rows)]
+    names = list(dict.fromkeys(r["set"] for r in rows))
+    by = {(r["set"], r["protocol"]): r for r in rows}
+    head = ["Set", "Items", "Errors"]
+    for p in protocols:
+        head += [f"Acc ({p})", f"P ({p})", f"R ({p})", f"F1 ({p})", f"Unknown ({p})"]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for name in names:
+        first = by[(name, protocols[0])]
+        cells = [name, str(first["total"]), str(first["errors"])]
+        for p in protocols:
+            r = by.get((name, p))
+            if r is None:
+                cells += ["–"] * 5
+                continue
+            cells += [f"{100 * r[m]:.2f}" for m in ("accuracy", "precision", "recall", "f1")] + [str(r["unknown"])]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def csv_table(rows: list[dict]) -> str:
+    """The same rows as CSV, one line per (set, protocol), fractions at full precision."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
