@@ -1,0 +1,234 @@
+"""What the SFT and GRPO trainers share: argument parsing that adapts to the machine, up-front data checks, a
+dataset that decodes images lazily, model/processor loading, and saving a checkpoint ready for inference.
+
+The trainers are TRL entry points (``TrlParser`` over script args + the trainer's config + ``ModelConfig``); this
+module only holds the pieces that make the same command line run on a GPU cluster and on a laptop CPU:
+
+- ``TrainerArgParser`` fixes the parsed flags *before* the config dataclasses are built, because transformers
+  rejects ``bf16=True`` on a CPU-only machine already while constructing ``TrainingArguments``.
+- ``check_images_exist`` stats every image before training starts (230K stats take seconds; a missing image
+  found after hours of training costs the run).
+- ``lazy_image_dataset`` is a ``datasets.Dataset`` (GRPOTrainer accepts nothing else) whose rows carry the
+  record's fields plus a decoded 224×224 image, read through ``unifer.images.load_image`` only when a batch asks.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import DataError, UniferError
+from ..images import ImageLoadError, join_image_path, load_image
+from ..modeling import check_model_dir, cuda_available, pick_attn_implementation, pick_dtype
+
+log = logging.getLogger(__name__)
+
+#: Column added to every lazy dataset row: the record's position in the data file, for error messages.
+RECORD_INDEX = "record_index"
+
+
+# --------------------------------------------------------------------------------------------------- arguments
+def _trl_parser_class():
+    from trl import TrlParser
+
+    return TrlParser
+
+
+def adapt_namespace_to_device(ns, on_cuda: bool | None = None) -> list[str]:
+    """Make parsed trainer flags runnable here; returns one note per change.
+
+    Without CUDA: ``use_cpu``, no bf16/fp16 (the paper's ``--bf16 True`` would abort), sdpa attention. With CUDA
+    but no flash-attn installed: sdpa attention, with one warning (from ``pick_attn_implementation``).
+    """
+    on_cuda = cuda_available() if on_cuda is None else on_cuda
+    notes = []
+    if not on_cuda:
+        if hasattr(ns, "use_cpu") and not ns.use_cpu:
+            ns.use_cpu = True
+            notes.append("no CUDA device: training on CPU (use_cpu=True)")
+        for flag in ("bf16", "fp16"):
+            if getattr(ns, flag, None):
+                setattr(ns, flag, False)
+                notes.append(f"no CUDA device: {flag} mixed precision turned off")
+    if hasattr(ns, "attn_implementation"):
+        # pick_attn_implementation itself warns once when flash_attention_2 cannot run here.
+        ns.attn_implementation = pick_attn_implementation(ns.attn_implementation, on_cuda=on_cuda)
+    if getattr(ns, "deepspeed", None):
+        notes += ensure_distributed_env()
+    return notes
+
+
+def ensure_distributed_env() -> list[str]:
+    """DeepSpeed outside torchrun looks for MPI (``No module named 'mpi4py'``); a plain ``python -m`` run gets the
+    environment of a one-process torchrun instead."""
+    if "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        return []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return [f"DeepSpeed without torchrun: running as a single process (MASTER_PORT={port})"]
+
+
+def make_parser(dataclass_types: Sequence[type]):
+    """A ``TrlParser`` over ``dataclass_types`` whose parsed flags go through ``adapt_namespace_to_device``."""
+    base = _trl_parser_class()
+
+    class TrainerArgParser(base):
+        adaptation_notes: list[str] = []
+
+        def parse_known_args(self, args=None, namespace=None):
+            ns, rest = super().parse_known_args(args, namespace)
+            self.adaptation_notes = adapt_namespace_to_device(ns)
+            return ns, rest
+
+    return TrainerArgParser(tuple(dataclass_types))
+
+
+def parse_trainer_args(dataclass_types: Sequence[type], argv: list[str] | None = None):
+    """Parse flags and an optional YAML ``--config``; bad flags and config errors end in one line (exit 2)."""
+    parser = make_parser(dataclass_types)
+    try:
+        parsed = parser.parse_args_and_config(argv)
+    except (ValueError, OSError) as e:  # YAML/config and TrainingArguments validation errors
+        raise UniferError(f"invalid trainer arguments: {e}") from None
+    for note in parser.adaptation_notes:
+        log.warning(note)
+    return parsed
+
+
+# -------------------------------------------------------------------------------------------------------- data
+def check_image_root(image_root: str | os.PathLike) -> Path:
+    root = Path(image_root)
+    if not root.is_dir():
+        raise UniferError(f"image root not found (set --image_root / IMAGE_ROOT): {root}")
+    return root
+
+
+def check_images_exist(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike,
+                       field: str = "image_path") -> None:
+    """Raise DataError naming the first record whose image file is missing, and how many more there are."""
+    root = check_image_root(image_root)
+    missing = [i for i, r in enumerate(records) if not join_image_path(root, r[field]).is_file()]
+    if missing:
+        first = missing[0]
+        more = f" ({len(missing) - 1} more records miss their image)" if len(missing) > 1 else ""
+        raise DataError(data_path, f"image not found: {join_image_path(root, records[first][field])}{more}",
+                        index=first, field=field)
+
+
+def check_training_inputs(model_path: str | os.PathLike, data_path: str | os.PathLike, kind: str,
+                          image_root: str | os.PathLike) -> list[dict]:
+    """Everything that can be checked before training: the checkpoint, every record of the data file (``kind``:
+    cot | rlvr) and the existence of every image. Returns the records."""
+    from ..data import load_records
+
+    check_model_dir(model_path)
+    records = load_records(data_path, kind)
+    if not records:
+        raise DataError(data_path, "no records to train on")
+    check_images_exist(records, image_root, data_path)
+    return records
+
+
+def lazy_image_dataset(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike,
+                       fields: Sequence[str], image_column: str = "image", image_field: str = "image_path"):
+    """A ``datasets.Dataset`` of ``fields`` + ``record_index``; reading a row adds ``image_column``: the decoded
+    224×224 RGB image (PIL). A file that fails to decode raises DataError naming the record."""
+    from datasets import Dataset
+
+    root = Path(image_root)
+    columns = {f: [r[f] for r in records] for f in fields}
+    columns[RECORD_INDEX] = list(range(len(records)))
+    dataset = Dataset.from_dict(columns)
+
+    def add_images(batch: dict) -> dict:
+        images = []
+        for index, image_path in zip(batch[RECORD_INDEX], batch[image_field]):
+            try:
+                images.append(load_image(join_image_path(root, image_path)))
+            except ImageLoadError as e:
+                raise DataError(data_path, str(e), index=index, field=image_field) from None
+        return {**batch, image_column: images}
+
+    return dataset.with_transform(add_images)
+
+
+# ------------------------------------------------------------------------------------------------------ models
+def load_processor(model_path: str | os.PathLike, revision: str | None = None):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(model_path), revision=revision)
+
+
+def load_vl_model(model_args, on_cuda: bool | None = None):
+    """Qwen2.5-VL / Qwen2-VL through the Auto classes, in ``model_args.dtype`` (TRL's default float32, which is
+    what the paper's run loaded before DeepSpeed's bf16 took over) with the attention chosen at parse time."""
+    from transformers import AutoModelForImageTextToText
+
+    path = check_model_dir(model_args.model_name_or_path)
+    return AutoModelForImageTextToText.from_pretrained(
+        str(path),
+        revision=model_args.model_revision,
+        dtype=pick_dtype(model_args.dtype, on_cuda=on_cuda),
+        attn_implementation=pick_attn_implementation(model_args.attn_implementation, on_cuda=on_cuda),
+    )
+
+
+def peft_config_from(model_args):
+    """TRL's LoRA config from ``--use_peft`` / ``--lora_*`` flags (None without ``--use_peft``)."""
+    from trl import get_peft_config
+
+    return get_peft_config(model_args)
+
+
+def save_for_inference(trainer, processor, output_dir: str | os.PathLike) -> Path:
+    """Save model (all ranks take part: ZeRO-3 gathers) and, on the main process, the processor and a config with
+    ``use_cache=True`` restored (gradient checkpointing turned it off during training)."""
+    out = Path(output_dir)
+    trainer.save_model(str(out))
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(str(out))
+        config = trainer.model.config
+        config.use_cache = True
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else None
+        if text_config is not None:
+            text_config.use_cache = True
+        config.save_pretrained(str(out))
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def setup_logging(main_process: bool = True) -> None:
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Pre-flight for the shell faces: ``python -m unifer.train.common --kind cot --model M --data D --image_root R``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m unifer.train.common", description=main.__doc__)
+    ap.add_argument("--kind", required=True, choices=("cot", "rlvr"))
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--image_root", required=True)
+    args = ap.parse_args(argv)
+    records = check_training_inputs(args.model, args.data, args.kind, args.image_root)
+    print(f"pre-flight ok: {len(records)} {args.kind} records, every image present under {args.image_root}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from ..errors import run_cli
+
+    sys.exit(run_cli(main))
