@@ -7,15 +7,21 @@
 
 Loaders validate the whole file up front — a missing or mistyped field raises DataError naming the file, the
 record index and the field — and never decode images: training sets of 360K records load in seconds, and images
-are opened lazily, per batch, through ``unifer.images.load_image`` (224×224, the paper's size).
+are opened lazily, per batch, through ``unifer.images.load_image`` (224×224, the paper's size; ``record_image``).
+``python -m unifer.data check FILE --kind cot|rlvr --image-root ROOT`` lists every problem a file has, duplicates
+included, and decodes every image (see ``unifer.datacheck``).
 """
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .errors import DataError
-from .jsonio import read_records, require_fields
+from .images import IMAGE_SIZE
+from .jsonio import read_records
 
 QA_SCHEMA = {"image_path": str, "true_label": str, "prompt": str, "candidate_labels": list}
 COT_SCHEMA = {"image_path": str, "question": str, "response": str}
@@ -28,38 +34,200 @@ KIND_NAMES = {"qa": "FERBench QA file", "cot": "CoT (SFT) file", "rlvr": "RLVR (
 #: The paper's image root for training data (its scripts read every image from /dataset/).
 PAPER_IMAGE_ROOT = "/dataset/"
 
+#: Fields whose values repeat across a whole file (one prompt per set, a handful of labels): loaders keep one
+#: copy of each value, which takes a 360K-record RLVR file from ~150 MB of identical prompt strings to a few KB.
+_SHARED_VALUE_FIELDS = ("prompt", "question", "problem", "solution", "true_label")
 
-def load_records(path: str | os.PathLike, kind: str, hint: str | None = None) -> list[dict]:
-    """Read and validate a whole file of ``kind`` (qa | cot | rlvr | results)."""
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_CANDIDATES = re.compile(r"candidate labels:\s*(.+?)\.\s", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one record. Errors make a file unusable; warnings are reported by ``check`` only."""
+
+    index: int | None
+    field: str | None
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def describe(self) -> str:
+        where = "file" if self.index is None else f"record {self.index}"
+        if self.field is not None:
+            where += f", field {self.field!r}"
+        return f"{where}: {self.message}"
+
+
+def solution_label(solution: str) -> str | None:
+    """The label an RLVR solution holds: the text inside ``<answer></answer>``, or the bare label; None when the
+    solution is empty or its tags are malformed (the paper's reward would compare against garbage)."""
+    m = _ANSWER.search(solution)
+    if m:
+        label = m.group(1).strip()
+        rest = (solution[: m.start()] + solution[m.end():]).strip()
+        return label if label and not rest and "<" not in label else None
+    label = solution.strip()
+    return label if label and "<" not in label and ">" not in label else None
+
+
+def response_answer(response: str) -> str | None:
+    """The label a CoT response ends on (the first ``<answer>`` block, as the paper's scorer reads it), or None."""
+    m = _ANSWER.search(response)
+    return m.group(1).strip() if m else None
+
+
+def prompt_candidates(prompt: str) -> tuple[str, ...] | None:
+    """The candidate labels a FERBench-style prompt lists ("... candidate labels: a, b, c. ..."), or None when the
+    prompt does not follow the template (a custom prompt)."""
+    m = _CANDIDATES.search(prompt + " ")
+    if not m:
+        return None
+    return tuple(c.strip() for c in m.group(1).split(","))
+
+
+def validate_records(records: list[dict], kind: str) -> Iterator[Problem]:
+    """Every problem of a parsed file of ``kind``, record by record, then whole-file ones (duplicates)."""
+    if kind not in SCHEMAS:
+        raise ValueError(f"unknown record kind {kind!r}")
+    schema = SCHEMAS[kind]
+    parsed: dict[str, tuple[str, ...] | None] = {}  # prompt text → its candidates (prompts repeat)
+    labels: dict[str, str | None] = {}  # solution text → its label
+    for i, r in enumerate(records):
+        bad_field = False
+        for field, typ in schema.items():
+            if field not in r:
+                yield Problem(i, field, "missing field")
+                bad_field = True
+            elif not isinstance(r[field], typ) or isinstance(r[field], bool):
+                yield Problem(i, field, f"expected {typ.__name__}, found {type(r[field]).__name__}")
+                bad_field = True
+        if bad_field:
+            continue
+        if not r["image_path"].strip():
+            yield Problem(i, "image_path", "empty image path")
+        if kind in ("qa", "results"):
+            yield from _qa_problems(i, r, parsed)
+        elif kind == "rlvr":
+            sol = r["solution"]
+            if sol not in labels:
+                labels[sol] = solution_label(sol)
+            label = labels[sol]
+            if label is None:
+                yield Problem(i, "solution", f"expected '<answer>label</answer>' or a bare label, found {sol[:80]!r}")
+            else:
+                # A warning, not an error: the paper's reward just scores such a record 0, and a published
+                # file with a few of them must still train.
+                yield from _label_in_prompt(i, label, r["problem"], "problem", "solution", parsed, "warning")
+        elif kind == "cot":
+            for field in ("question", "response"):
+                if not r[field].strip():
+                    yield Problem(i, field, "empty text")
+            answer = response_answer(r["response"])
+            if answer is None:
+                yield Problem(i, "response", "no <answer></answer> in the response", "warning")
+            else:
+                yield from _label_in_prompt(i, answer, r["question"], "question", "response", parsed, "warning")
+    yield from _duplicate_problems(records, kind)
+
+
+def _qa_problems(i: int, r: dict, parsed: dict) -> Iterator[Problem]:
+    cands = r["candidate_labels"]
+    if not cands or not all(isinstance(c, str) and c.strip() for c in cands):
+        yield Problem(i, "candidate_labels", "expected a non-empty list of non-empty strings")
+        return
+    if len(set(cands)) != len(cands):
+        yield Problem(i, "candidate_labels", f"a label is listed twice: {cands}")
+    if r["true_label"] not in cands:
+        yield Problem(i, "true_label", f"label {r['true_label']!r} is not one of the candidates {cands}")
+    prompt = r["prompt"]
+    if prompt not in parsed:
+        parsed[prompt] = prompt_candidates(prompt)
+    listed = parsed[prompt]
+    if listed is not None:
+        if listed != tuple(cands):
+            yield Problem(i, "prompt", f"the prompt lists {list(listed)} but candidate_labels is {cands}")
+    else:
+        missing = [c for c in cands if not re.search(rf"\b{re.escape(c)}\b", prompt)]
+        if missing:
+            yield Problem(i, "prompt", f"the prompt does not mention the candidates {missing}")
+
+
+def _label_in_prompt(i, label, prompt, prompt_field, label_field, parsed, severity) -> Iterator[Problem]:
+    if prompt not in parsed:
+        parsed[prompt] = prompt_candidates(prompt)
+    listed = parsed[prompt]
+    if listed is not None and label not in listed:
+        yield Problem(i, label_field, f"label {label!r} is not among the candidates the {prompt_field} lists "
+                                      f"{list(listed)}", severity)
+
+
+def _duplicate_problems(records: list[dict], kind: str) -> Iterator[Problem]:
+    """QA/results: an image asked twice skews every metric (error). Training: identical records are reported,
+    and so is one image+question with two different answers (warnings: the paper's data may hold some)."""
+    seen: dict = {}
+    answers: dict = {}
+    fields = tuple(SCHEMAS[kind])
+    for i, r in enumerate(records):
+        try:
+            if kind in ("qa", "results"):
+                key = r["image_path"]
+            else:
+                key = tuple(r[f] for f in fields)
+            hash(key)
+        except (KeyError, TypeError):
+            continue  # already reported as a schema problem
+        if key in seen:
+            if kind in ("qa", "results"):
+                yield Problem(i, "image_path", f"duplicate image: also record {seen[key]}")
+            else:
+                yield Problem(i, None, f"duplicate record: same as record {seen[key]}", "warning")
+            continue
+        seen[key] = i
+        if kind in ("cot", "rlvr"):
+            ask = (key[0], key[1])  # image_path, question/problem
+            if ask in answers:
+                yield Problem(i, fields[2], f"record {answers[ask]} has the same image and {fields[1]} "
+                                            f"but a different {fields[2]}", "warning")
+            else:
+                answers[ask] = i
+
+
+def share_repeated_values(records: list[dict]) -> None:
+    pool: dict[str, str] = {}
+    for r in records:
+        for f in _SHARED_VALUE_FIELDS:
+            v = r.get(f)
+            if type(v) is str:
+                r[f] = pool.setdefault(v, v)
+
+
+def load_records(path: str | os.PathLike, kind: str, hint: str | None = None,
+                 image_root: str | os.PathLike | None = None) -> list[dict]:
+    """Read and validate a whole file of ``kind`` (qa | cot | rlvr | results); the first error raises DataError
+    naming file, record and field. With ``image_root``, every image must also exist (checked, not decoded)."""
     if kind not in SCHEMAS:
         raise ValueError(f"unknown record kind {kind!r}")
     records = read_records(path, what=KIND_NAMES[kind], hint=hint)
-    require_fields(path, records, SCHEMAS[kind])
-    for i, r in enumerate(records):
-        if not r["image_path"].strip():
-            raise DataError(path, "empty image path", index=i, field="image_path")
-    if kind in ("qa", "results"):
-        for i, r in enumerate(records):
-            cands = r["candidate_labels"]
-            if not cands or not all(isinstance(c, str) for c in cands):
-                raise DataError(path, "expected a non-empty list of strings", index=i, field="candidate_labels")
-            if r["true_label"] not in cands:
-                raise DataError(
-                    path, f"label {r['true_label']!r} is not one of the candidates {cands}", index=i, field="true_label"
-                )
+    share_repeated_values(records)  # first: validation's caches then compare identical objects (3× faster)
+    for p in validate_records(records, kind):
+        if p.severity == "error":
+            raise DataError(path, p.message, index=p.index, field=p.field)
+    if image_root is not None:
+        require_images(path, records, image_root)
     return records
 
 
-def load_cot(path: str | os.PathLike) -> list[dict]:
-    return load_records(path, "cot")
+def load_cot(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[dict]:
+    return load_records(path, "cot", image_root=image_root)
 
 
-def load_rlvr(path: str | os.PathLike) -> list[dict]:
-    return load_records(path, "rlvr")
+def load_rlvr(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[dict]:
+    return load_records(path, "rlvr", image_root=image_root)
 
 
-def load_qa(path: str | os.PathLike, hint: str | None = None) -> list[dict]:
-    return load_records(path, "qa", hint=hint)
+def load_qa(path: str | os.PathLike, hint: str | None = None,
+            image_root: str | os.PathLike | None = None) -> list[dict]:
+    return load_records(path, "qa", hint=hint, image_root=image_root)
 
 
 def image_file(image_root: str | os.PathLike, image_path: str) -> Path:
@@ -67,3 +235,44 @@ def image_file(image_root: str | os.PathLike, image_path: str) -> Path:
     from .images import join_image_path
 
     return join_image_path(image_root, image_path)
+
+
+def record_image(record: dict, image_root: str | os.PathLike, size=IMAGE_SIZE):
+    """A record's image, decoded, RGB, resized to 224×224 (the paper's size) — the one place SFT, GRPO and
+    inference open training/benchmark images. Raises ``unifer.images.ImageLoadError``."""
+    from .images import load_image
+
+    return load_image(image_file(image_root, record["image_path"]), size)
+
+
+def missing_images(records: list[dict], image_root: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(first record index, file) for every image that is not a file under ``image_root`` (a stat per image)."""
+    first: dict[str, int] = {}
+    for i, r in enumerate(records):
+        first.setdefault(r["image_path"], i)
+    out = []
+    for image_path, i in first.items():
+        f = image_file(image_root, image_path)
+        if not f.is_file():
+            out.append((i, f))
+    return out
+
+
+def require_images(path, records: list[dict], image_root: str | os.PathLike) -> None:
+    root = Path(image_root)
+    if not root.is_dir():
+        raise DataError(root, "image root is not a directory")
+    missing = missing_images(records, root)
+    if missing:
+        i, f = missing[0]
+        more = f" (and {len(missing) - 1} more images are missing)" if len(missing) > 1 else ""
+        raise DataError(path, f"image not found: {f}{more}", index=i, field="image_path")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .datacheck import data_main
+    from .errors import run_cli
+
+    sys.exit(run_cli(data_main))
