@@ -143,6 +143,9 @@ def load_results(path: str | os.PathLike, fer_set: FERSet) -> list[dict]:
             raise DataError(path, "missing field", index=i, field="model_response")
         if not isinstance(response, str):
             raise DataError(path, f"expected str, found {type(response).__name__}", index=i, field="model_response")
+    if all(is_error(r) for r in records):
+        raise DataError(path, f"all {len(records)} records are error items (\"error\": true); nothing to score — "
+                              f"rerun inference: {infer_command(fer_set, path)}")
     return records
 
 
