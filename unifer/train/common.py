@@ -186,8 +186,9 @@ def peft_config_from(model_args):
 
 
 def save_for_inference(trainer, processor, output_dir: str | os.PathLike) -> Path:
-    """Save model (all ranks take part: ZeRO-3 gathers) and, on the main process, the processor and a config with
-    ``use_cache=True`` restored (gradient checkpointing turned it off during training)."""
+    """Save model (all ranks take part: ZeRO-3 gathers) and, on the main process, the processor, a config with
+    ``use_cache=True`` restored (gradient checkpointing turned it off during training) and ``trainer_state.json``
+    (the logged losses and rewards, for curves)."""
     out = Path(output_dir)
     trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:
@@ -198,6 +199,7 @@ def save_for_inference(trainer, processor, output_dir: str | os.PathLike) -> Pat
         if text_config is not None:
             text_config.use_cache = True
         config.save_pretrained(str(out))
+        trainer.state.save_to_json(str(out / "trainer_state.json"))
     trainer.accelerator.wait_for_everyone()
     return out
 

@@ -1,0 +1,185 @@
+"""Cold-start SFT on chain-of-thought records (UniFER-CoT-230K) with TRL's SFTTrainer.
+
+    python -m unifer.train.sft --model_name_or_path M --dataset_name data.json --image_root /dataset/ \\
+        --output_dir out [any SFTConfig / ModelConfig flag] [--config run.yaml]
+
+Each record ``{image_path, question, response}`` becomes one conversation, as in the paper: a system turn with
+empty text, a user turn with the 224×224 image then the question, an assistant turn with the response.
+
+Loss mask. Faithful (default): the whole conversation is trained except pad and image-pad tokens, which is what
+the paper's collator does (system and user text, the vision start/end markers and the chat scaffolding all carry
+loss). Opt-in ``--assistant_only_loss``: only the assistant's response and its closing ``<|im_end|>`` carry loss.
+
+Corrections over the paper's script, both invisible at its batch size of 1: every example's image reaches the
+processor (the paper kept only the last example's image per batch), and images load per batch through the
+shared loader instead of being resolved by string concatenation at start-up.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data import PAPER_IMAGE_ROOT
+from ..errors import UniferError, run_cli
+from ..registry import REPO_ROOT
+from .common import (
+    check_training_inputs,
+    is_main_process,
+    lazy_image_dataset,
+    load_processor,
+    load_vl_model,
+    parse_trainer_args,
+    peft_config_from,
+    save_for_inference,
+    setup_logging,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = REPO_ROOT / "model" / "Qwen2.5-VL-7B-Instruct"
+DEFAULT_DATA = REPO_ROOT / "data" / "UniFER_CoT_230K.json"
+DEFAULT_OUTPUT = REPO_ROOT / "model" / "Qwen2.5-VL-7B-FER-COT-SFT-230K"
+COT_FIELDS = ("image_path", "question", "response")
+IGNORE_INDEX = -100  # labels the loss skips
+SYSTEM_TEXT = ""  # the paper's system turn is present but empty
+
+
+def _script_arguments_base():
+    from trl import ScriptArguments
+
+    return ScriptArguments
+
+
+@dataclass
+class SFTScriptArguments(_script_arguments_base()):
+    """The paper's flags: ``--dataset_name`` is the CoT file, ``--image_root`` (alias ``--data_dir``) its images."""
+
+    dataset_name: str | None = field(
+        default=str(DEFAULT_DATA), metadata={"help": "CoT training file (JSON array or JSONL)"}
+    )
+    image_root: str = field(
+        default=PAPER_IMAGE_ROOT,
+        metadata={"help": "directory the records' image_path values are relative to", "aliases": ["--data_dir"]},
+    )
+
+
+def build_messages(question: str, response: str | None, image) -> list[dict]:
+    """One record as the paper's conversation (system with empty text, user image + question, assistant)."""
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_TEXT}]},
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]},
+    ]
+    if response is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": response}]})
+    return messages
+
+
+class CoTCollator:
+    """Rows ``{question, response, image}`` → a padded batch with ``labels`` (see the module doc for the masks)."""
+
+    def __init__(self, processor, assistant_only_loss: bool = False):
+        self.processor = processor
+        self.assistant_only_loss = assistant_only_loss
+        tokenizer = processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id
+        self.image_pad_id = tokenizer.convert_tokens_to_ids(processor.image_token)
+        self.turn_start_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
+        self.turn_end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.assistant_header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
+
+    def __call__(self, rows: list[dict]) -> dict:
+        texts = [
+            self.processor.apply_chat_template(build_messages(r["question"], r["response"], r["image"]),
+                                               tokenize=False)
+            for r in rows
+        ]
+        batch = self.processor(text=texts, images=[r["image"] for r in rows], return_tensors="pt", padding=True)
+        input_ids = batch["input_ids"]
+        if self.assistant_only_loss:
+            labels = torch.full_like(input_ids, IGNORE_INDEX)
+            for row, (start, end) in enumerate(self.assistant_spans(input_ids)):
+                labels[row, start:end] = input_ids[row, start:end]
+        else:
+            labels = input_ids.clone()
+            labels[input_ids == self.pad_id] = IGNORE_INDEX
+            labels[input_ids == self.image_pad_id] = IGNORE_INDEX
+        batch["labels"] = labels
+        return batch
+
+    def assistant_spans(self, input_ids: torch.Tensor) -> list[tuple[int, int]]:
+        """Per row, [start, end) of the assistant's response through its closing ``<|im_end|>``."""
+        header = torch.tensor(self.assistant_header)
+        spans = []
+        for row in input_ids:
+            starts = (row == self.turn_start_id).nonzero().flatten().tolist()
+            opening = next((i for i in reversed(starts) if torch.equal(row[i:i + len(header)], header)), None)
+            if opening is None:
+                raise RuntimeError("no '<|im_start|>assistant' turn in a training sequence: chat template mismatch")
+            start = opening + len(header)
+            ends = (row[start:] == self.turn_end_id).nonzero().flatten().tolist()
+            if not ends:
+                raise RuntimeError("the assistant turn has no closing <|im_end|>: chat template mismatch")
+            spans.append((start, start + ends[0] + 1))
+        return spans
+
+
+def apply_paper_settings(script_args, training_args, model_args) -> None:
+    """Defaults for paths left unset, and the settings a VLM with our own collator needs on SFTTrainer."""
+    if model_args.model_name_or_path is None:
+        model_args.model_name_or_path = str(DEFAULT_MODEL)
+    if training_args.output_dir is None:
+        training_args.output_dir = str(DEFAULT_OUTPUT)
+    if training_args.gradient_checkpointing_kwargs is None:
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}  # as the paper
+    training_args.remove_unused_columns = False  # the collator needs question/response/image
+    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    training_args.max_length = None  # the paper never truncates; the collator does not either
+
+
+def resume_target(value: str | None):
+    """``--resume_from_checkpoint`` takes a checkpoint path, or ``true``/``latest`` for the newest in output_dir."""
+    if value is None or str(value).lower() in ("", "false", "none"):
+        return None
+    return True if str(value).lower() in ("true", "latest") else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trl import ModelConfig, SFTConfig, SFTTrainer
+
+    setup_logging(is_main_process())
+    script_args, training_args, model_args = parse_trainer_args((SFTScriptArguments, SFTConfig, ModelConfig), argv)
+    apply_paper_settings(script_args, training_args, model_args)
+    if script_args.dataset_name is None:
+        raise UniferError("--dataset_name (the CoT training file) is required")
+    records = check_training_inputs(model_args.model_name_or_path, script_args.dataset_name, "cot",
+                                    script_args.image_root)
+    log.info("%d CoT records from %s, images under %s", len(records), script_args.dataset_name,
+             script_args.image_root)
+    dataset = lazy_image_dataset(records, script_args.image_root, script_args.dataset_name, COT_FIELDS)
+
+    processor = load_processor(model_args.model_name_or_path, revision=model_args.model_revision)
+    model = load_vl_model(model_args)
+    collator = CoTCollator(processor, assistant_only_loss=training_args.assistant_only_loss)
+    # Our collator applies the mask; TRL's own assistant_only_loss would swap in a different chat template.
+    training_args.assistant_only_loss = False
+
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=processor,
+        peft_config=peft_config_from(model_args),
+    )
+    trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))
+    out = save_for_inference(trainer, processor, training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        log.info("model and processor saved to %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
