@@ -106,11 +106,13 @@ def _summarise_labels(records: list[dict], kind: str, report: CheckReport) -> No
         if isinstance(label, str):
             report.label_counts[label] += 1
     if kind in ("qa", "results"):
-        lists = {tuple(r["candidate_labels"]) for r in records
-                 if isinstance(r.get("candidate_labels"), list) and all(isinstance(c, str) for c in r["candidate_labels"])}
+        lists = {tuple(c) for c in (r.get("candidate_labels") for r in records)
+                 if isinstance(c, list) and all(isinstance(x, str) for x in c)}
         if len(lists) == 1:
             s = set_for_labels(next(iter(lists)))
             report.set_name = s.name if s else "custom candidate labels"
+        elif len(lists) > 1:
+            report.set_name = f"mixed: {len(lists)} different candidate label lists"
 
 
 def _check_images(records, root: Path, report: CheckReport, decode: bool, workers, progress) -> None:
