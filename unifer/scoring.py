@@ -26,7 +26,7 @@ from pathlib import Path
 from .errors import DataError, UniferError
 from .jsonio import read_records
 from .metrics import accuracy, confusion_matrix, macro_prf, per_class, rank_by_f1
-from .registry import REPO_ROOT, SETS, TOTAL_LABEL_MAP, FERSet, get_set
+from .registry import REPO_ROOT, SETS, TOTAL_LABEL_MAP, FERSet, get_set, resolve_path
 
 #: The paper's answer pattern: first match, case-insensitive, ``.`` does not match a newline.
 ANSWER_PATTERN = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE)
@@ -136,9 +136,9 @@ def load_results(path: str | os.PathLike, fer_set: FERSet) -> list[dict]:
             raise DataError(path, f"expected str, found {type(truth).__name__}", index=i, field="true_label")
         if truth not in own:
             raise DataError(path, f"label {truth!r} is not one of the candidates {cands}", index=i, field="true_label")
-        response = r.get("model_response")
-        if is_error(r) and response is None:
+        if is_error(r):  # skipped unread, as in the paper: its response may be absent or anything
             continue
+        response = r.get("model_response")
         if "model_response" not in r:
             raise DataError(path, "missing field", index=i, field="model_response")
         if not isinstance(response, str):
@@ -192,6 +192,8 @@ def predict(records: list[dict], fer_set: FERSet, protocol: str = "paper") -> Pr
 
 
 def overall_metrics(p: Predictions) -> dict:
+    if not p.truths:
+        raise UniferError(f"all {p.total} items are error items; there is nothing to score (rerun inference)")
     precision, recall, f1 = macro_prf(p.truths, p.preds)
     return {"accuracy": accuracy(p.truths, p.preds), "precision": precision, "recall": recall, "f1": f1}
 
@@ -199,8 +201,7 @@ def overall_metrics(p: Predictions) -> dict:
 def build_report(p: Predictions, labels: list[str] | tuple[str, ...], protocol: str) -> dict:
     """The paper's metrics JSON (overall, per_class, confusion_matrix) plus counts, protocol and the label order.
     ``unknown_per_class`` counts, per true label, the predictions outside ``labels`` (the matrix leaves them out)."""
-    if not p.truths:
-        raise UniferError(f"all {p.total} items are error items; there is nothing to score (rerun inference)")
+    overall = overall_metrics(p)  # first: it refuses an empty list
     labels = list(labels)
     rows = per_class(p.truths, p.preds, labels)
     in_labels = set(labels)
@@ -209,7 +210,7 @@ def build_report(p: Predictions, labels: list[str] | tuple[str, ...], protocol: 
         if pr not in in_labels and t in outside:
             outside[t] += 1
     return {
-        "overall": overall_metrics(p),
+        "overall": overall,
         "per_class": rows,
         "confusion_matrix": confusion_matrix(p.truths, p.preds, labels).tolist(),
         "labels": labels,
@@ -238,33 +239,29 @@ def pool(per_set: dict[str, Predictions]) -> Predictions:
 def score_total(records_by_set: dict[str, list[dict]], protocol: str = "paper") -> dict:
     """The aggregate report: pooled metrics over the sorted distinct true labels (the paper's total), the
     unweighted mean of the per-set accuracies, and every set's numbers under both protocols (``table``)."""
-    preds = {
-        proto: {key: predict(recs, get_set(key), proto) for key, recs in records_by_set.items()} for proto in PROTOCOLS
-    }
-    pooled = pool(preds[protocol])
+    table: list[dict] = []
+    per_set: dict[str, Predictions] = {}
+    for proto in PROTOCOLS:
+        preds = {key: predict(recs, get_set(key), proto) for key, recs in records_by_set.items()}
+        set_rows = [table_row(get_set(key).name, proto, p.counts, overall_metrics(p)) for key, p in preds.items()]
+        pooled = pool(preds)
+        table += set_rows + [table_row(POOLED_ROW, proto, pooled.counts, overall_metrics(pooled)),
+                             mean_row(set_rows, proto)]
+        if proto == protocol:
+            per_set = preds
+    pooled = pool(per_set)
     report = build_report(pooled, sorted(set(pooled.truths)), protocol)
     report["set"] = "total"
-    table = []
-    for proto in PROTOCOLS:
-        for key, p in preds[proto].items():
-            if not p.truths:
-                raise UniferError(f"{get_set(key).name}: all {p.total} items are error items; nothing to score")
-            table.append(table_row(get_set(key).name, proto, p.counts, overall_metrics(p)))
-        set_rows = table[-len(preds[proto]):]
-        table.append(table_row("Total (pooled)", proto, pool(preds[proto]).counts, overall_metrics(pool(preds[proto]))))
-        table.append(mean_row(set_rows, proto))
-    report["per_set"] = {
-        key: {"name": get_set(key).name, "counts": p.counts, "overall": overall_metrics(p)}
-        for key, p in preds[protocol].items()
-    }
-    report["mean_set_accuracy"] = next(r["accuracy"] for r in table if r["protocol"] == protocol and
-                                       r["set"] == MEAN_ROW)
+    report["per_set"] = {key: {"name": get_set(key).name, "counts": p.counts, "overall": overall_metrics(p)}
+                         for key, p in per_set.items()}
+    report["mean_set_accuracy"] = sum(v["overall"]["accuracy"] for v in report["per_set"].values()) / len(per_set)
     report["table"] = table
     return report
 
 
 # ---------------------------------------------------------------------------------------------------- table rows
 
+POOLED_ROW = "Total (pooled)"
 MEAN_ROW = "Mean of sets"
 TABLE_COLUMNS = ("set", "protocol", "total", "errors", "unknown", "valid", "accuracy", "precision", "recall", "f1")
 
@@ -285,7 +282,7 @@ def mean_row(set_rows: list[dict], protocol: str) -> dict:
 
 def resolve_default(path: str | os.PathLike | None, default: Path) -> Path:
     """A user path as given (relative to the current directory), else the repository-relative default."""
-    return Path(path).expanduser().resolve() if path else default
+    return resolve_path(path) if path else default
 
 
 def relative(path: Path) -> str:
