@@ -1,0 +1,211 @@
+"""Side-by-side speed of this repository and the paper's code: ``python -m unifer.bench --out bench/results``.
+
+Three sections, each optional (``--sections``):
+
+- inference: the same items, the same model, the same number of new tokens, answered by the paper's loop
+  restated (float32, one item at a time, ``generate``), our ``hf`` engine at several batch sizes and our ``vllm``
+  engine; each in its own process. Items/s, generated tokens/s, peak memory, start-up, whole-process wall time,
+  and each one's ratio to the paper's loop.
+- training: SFT and GRPO step times on the tiny model (``unifer.bench_train``).
+- scoring: the 11,072-item FERBench scored end to end (``unifer.bench_scoring``).
+
+Writes ``bench.json`` (everything, responses included) and ``bench.md`` (the tables) into ``--out``. CPU
+machines are noisy: compare the ratios measured in one run, not absolute times across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .bench_measure import describe_machine, fmt, machine_info, markdown_table, run_worker, write_outputs
+from .errors import UniferError, run_cli
+from .registry import REPO_ROOT
+
+DEFAULT_MODEL = REPO_ROOT / "model" / "tiny-qwen2.5-vl"
+DEFAULT_OUT = REPO_ROOT / "bench" / "results"
+SECTIONS = ("inference", "training", "scoring")
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+              "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+
+
+def ensure_model(path: Path, is_default: bool) -> Path:
+    """The benchmark's model: the tiny checkpoint is built on first use; any other path must exist."""
+    from .modeling import check_model_dir
+
+    if is_default and not (path / "config.json").is_file():
+        from .tiny import build_tiny_model
+
+        print(f"building the tiny model into {path} ...", flush=True)
+        build_tiny_model(path)
+    return check_model_dir(path)
+
+
+def inference_variants(batch_sizes: list[int], engines: list[str]) -> list[dict]:
+    out = []
+    if "paper" in engines:
+        out.append({"name": "paper loop (fp32, 1 at a time)", "variant": "paper", "batch_size": 1,
+                    "dtype": "float32"})
+    if "hf" in engines:
+        out += [{"name": f"hf engine, batch {b}", "variant": "hf", "batch_size": b, "dtype": "auto"}
+                for b in batch_sizes]
+    if "vllm" in engines:
+        out.append({"name": "vllm engine", "variant": "vllm", "batch_size": max(batch_sizes), "dtype": "auto"})
+    return out
+
+
+def run_inference(args, model: Path, workdir: Path) -> dict:
+    from .bench_items import make_items
+
+    items_path, source = make_items(args.items, workdir, use_photos=not args.synthetic_images)
+    rows = []
+    for v in inference_variants(args.batch_sizes, args.engines):
+        tag = f"{v['variant']}_b{v['batch_size']}"
+        print(f"[inference] {v['name']} ...", flush=True)
+        res = run_worker(
+            ["-m", "unifer.bench_infer", "--variant", v["variant"], "--model", str(model), "--items",
+             str(items_path), "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(v["batch_size"]),
+             "--dtype", v["dtype"], "--spawn-time", repr(time.time()), "--result", str(workdir / f"{tag}.json"),
+             "--workdir", str(workdir / tag)],
+            workdir / f"{tag}.json", workdir / f"{tag}.log", timeout_s=args.timeout, env=WORKER_ENV)
+        res.update(name=v["name"], variant=v["variant"], batch_size=v["batch_size"])
+        print("    " + (f"FAILED: {res['error']}" if "error" in res else
+                        f"generation {res['generate_s']:.2f} s, whole process {res['process_wall_s']:.1f} s"),
+              flush=True)
+        rows.append(res)
+    add_ratios(rows)
+    return {"items": args.items, "max_new_tokens": args.max_new_tokens, "image_source": source,
+            "model": str(model), "variants": rows}
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Each variant's speed-up over the paper's loop: generation phase (tokens/s) and whole process (wall time,
+    the same items for every variant), and whether its responses equal the paper loop's."""
+    base = next((r for r in rows if r.get("variant") == "paper" and "error" not in r), None)
+    for r in rows:
+        if base is None or "error" in r:
+            r["speedup_generation"] = r["speedup_whole_process"] = r["agreement_with_paper"] = None
+            continue
+        r["speedup_generation"] = round(r["tokens_per_s"] / base["tokens_per_s"], 2)
+        r["speedup_whole_process"] = round(base["process_wall_s"] / r["process_wall_s"], 2)
+        a, b = r.get("responses") or [], base.get("responses") or []
+        r["agreement_with_paper"] = round(sum(x == y for x, y in zip(a, b)) / len(b), 3) if b else None
+
+
+def inference_markdown(sec: dict) -> str:
+    headers = ["variant", "items", "tokens", "start-up s", "generation s", "items/s", "tokens/s",
+               "× paper (generation)", "whole process s", "× paper (whole)", "peak RSS MiB", "same answers"]
+    rows = []
+    for r in sec["variants"]:
+        if "error" in r:
+            rows.append([r["name"], "failed: " + r["error"][:120]] + [None] * (len(headers) - 2))
+            continue
+        rss = r.get("peak_tree_rss_mb") or r.get("worker_maxrss_mb")
+        agree = r.get("agreement_with_paper")
+        rows.append([r["name"], r["items"], r["generated_tokens"], r["startup_s"], r["generate_s"],
+                     r["items_per_s"], r["tokens_per_s"], _x(r.get("speedup_generation")), r["process_wall_s"],
+                     _x(r.get("speedup_whole_process")), rss, None if agree is None else f"{100 * agree:.0f}%"])
+    unequal = [r["name"] for r in sec["variants"] if "error" not in r and not r.get("equal_lengths")]
+    note = (f"\n\nEvery item generated exactly {sec['max_new_tokens']} tokens in every variant."
+            if not unequal else f"\n\nNot every item reached {sec['max_new_tokens']} tokens in: "
+            + ", ".join(unequal) + " (tokens/s still counts the tokens really generated).")
+    return (f"### Inference: {sec['items']} items × {sec['max_new_tokens']} new tokens, {sec['image_source']}\n\n"
+            + markdown_table(headers, rows) + note)
+
+
+def _x(v):
+    return None if v is None else f"{v:.1f}×"
+
+
+def build_markdown(report: dict) -> str:
+    parts = [f"## Benchmark ({report['title']})", f"Machine: {describe_machine(report['machine'])}",
+             f"Command: `{report['command']}` — {fmt(report['wall_s'], 0)} s in all."]
+    if "inference" in report:
+        parts.append(inference_markdown(report["inference"]))
+    if "training" in report:
+        from .bench_train import training_markdown
+
+        parts.append(training_markdown(report["training"]))
+    if "scoring" in report:
+        from .bench_scoring import scoring_markdown
+
+        parts.append(scoring_markdown(report["scoring"]))
+    return "\n\n".join(parts) + "\n"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return out
+
+
+def _name_list(choices):
+    def parse(text: str) -> list[str]:
+        out = [x.strip() for x in text.split(",") if x.strip()]
+        bad = [x for x in out if x not in choices]
+        if bad or not out:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)} (got {text!r})")
+        return out
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m unifer.bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default bench/results)")
+    ap.add_argument("--stem", default="bench", help="file names: <stem>.json and <stem>.md (default bench)")
+    ap.add_argument("--model", default=None, help="Qwen2.5-VL checkpoint (default: the tiny model, built if absent)")
+    ap.add_argument("--sections", type=_name_list(SECTIONS), default=list(SECTIONS),
+                    help="comma-separated: inference,training,scoring (default all)")
+    ap.add_argument("--items", type=int, default=64, help="inference items (default 64)")
+    ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per item (default 64)")
+    ap.add_argument("--batch-sizes", type=_int_list, default=[1, 16, 64], help="hf engine batch sizes (1,16,64)")
+    ap.add_argument("--engines", type=_name_list(("paper", "hf", "vllm")), default=["paper", "hf", "vllm"],
+                    help="inference variants to run (default paper,hf,vllm)")
+    ap.add_argument("--synthetic-images", action="store_true", help="synthetic pictures even where photos exist")
+    ap.add_argument("--train-steps", type=int, default=4, help="timed optimizer steps per training variant")
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds one variant may take before it is stopped")
+    ap.add_argument("--workdir", default=None, help="keep the scratch files here (default: a temporary folder)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.items < 1 or args.max_new_tokens < 1:
+        raise UniferError("--items and --max-new-tokens must be at least 1")
+    t0 = time.perf_counter()
+    model = ensure_model(Path(args.model).expanduser().resolve() if args.model else DEFAULT_MODEL, not args.model)
+    report = {"title": "CPU, tiny Qwen2.5-VL" if not args.model else f"model {model.name}",
+              "command": "python -m unifer.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": machine_info()}
+    with tempfile.TemporaryDirectory(prefix="unifer-bench-") as tmp:
+        workdir = Path(args.workdir).resolve() if args.workdir else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if "inference" in args.sections:
+            report["inference"] = run_inference(args, model, workdir / "inference")
+        if "training" in args.sections:
+            from .bench_train import run_training
+
+            report["training"] = run_training(args, model, workdir / "training")
+        if "scoring" in args.sections:
+            from .bench_scoring import run_scoring
+
+            report["scoring"] = run_scoring(workdir / "scoring")
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    md = build_markdown(report)
+    j, m = write_outputs(report, md, args.out, args.stem)
+    print("\n" + md)
+    print(f"wrote {j} and {m}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

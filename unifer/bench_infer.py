@@ -1,0 +1,102 @@
+"""One inference variant of the benchmark, in its own process: ``python -m unifer.bench_infer --variant ...``.
+
+Variants: ``paper`` (the paper's loop restated: float32, one item at a time, ``model.generate``), ``hf`` (our
+transformers engine at ``--batch-size``) and ``vllm`` (our vLLM engine). Each times its start-up (process spawn →
+model ready, from the spawn time the parent passes) and its generation phase (first item in → last response out:
+image decoding, templating, generation and decoding), counts the tokens generated and writes one JSON result.
+The parent (``unifer.bench``) adds the whole-process wall time and peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("paper", "hf", "vllm")
+
+
+def _run_paper(args, records):
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from .bench_items import paper_loop
+
+    # As the paper loads it: float32, device_map "auto".
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32, device_map="auto")
+    processor = AutoProcessor.from_pretrained(args.model)
+    ready = time.time()
+    responses, lengths = paper_loop(model, processor, records, args.max_new_tokens, args.image_root)
+    return ready, responses, lengths, {"dtype": "float32", "device": str(model.device)}
+
+
+def _run_engine(args, records):
+    from . import bench_engines
+
+    return bench_engines.run(args, records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m unifer.bench_infer", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variant", choices=VARIANTS, required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--items", required=True, help="QA records (JSON) to answer, all of them")
+    ap.add_argument("--image-root", default="/")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--spawn-time", type=float, default=None, help="time.time() when the parent started us")
+    ap.add_argument("--result", required=True, help="where to write this variant's JSON result")
+    ap.add_argument("--workdir", default=None, help="scratch space (engine outputs, progress files)")
+    args = ap.parse_args(argv)
+    spawn = args.spawn_time or time.time()
+    records = json.loads(Path(args.items).read_text(encoding="utf-8"))
+
+    if args.variant == "paper":
+        ready, responses, lengths, extra = _run_paper(args, records)
+    else:
+        ready, responses, lengths, extra = _run_engine(args, records)
+    done = time.time()
+
+    from .bench_measure import self_peak_rss_mb
+
+    gen_s = done - ready
+    tokens = sum(lengths)
+    result = {
+        "variant": args.variant,
+        "batch_size": 1 if args.variant == "paper" else args.batch_size,
+        "items": len(records),
+        "max_new_tokens": args.max_new_tokens,
+        "generated_tokens": tokens,
+        "min_tokens_per_item": min(lengths) if lengths else 0,
+        "max_tokens_per_item": max(lengths) if lengths else 0,
+        "equal_lengths": bool(lengths) and min(lengths) == max(lengths) == args.max_new_tokens,
+        "startup_s": round(ready - spawn, 3),
+        "generate_s": round(gen_s, 3),
+        "items_per_s": round(len(records) / gen_s, 4) if gen_s > 0 else None,
+        "tokens_per_s": round(tokens / gen_s, 2) if gen_s > 0 else None,
+        "self_peak_rss_mb": self_peak_rss_mb(),
+        "torch_threads": _torch_threads(),
+        "responses": responses,
+        **extra,
+    }
+    from .jsonio import write_json_atomic
+
+    result["finished_at"] = time.time()
+    write_json_atomic(args.result, result)
+    print(f"{args.variant} b{result['batch_size']}: {len(records)} items, {tokens} tokens, "
+          f"start-up {result['startup_s']:.1f} s, generation {gen_s:.2f} s ({result['tokens_per_s']} tokens/s)")
+    return 0
+
+
+def _torch_threads() -> int | None:
+    if "torch" not in sys.modules:
+        return None
+    return sys.modules["torch"].get_num_threads()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
