@@ -14,8 +14,8 @@ from .jsonio import write_json_atomic, write_text_atomic
 from .registry import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS, get_set
 from .scoring import (
     PROTOCOLS,
-    format_report,
     csv_table,
+    format_report,
     load_results,
     markdown_table,
     relative,
@@ -68,6 +68,19 @@ def _write(fn, path: Path, *args):
         raise UniferError(f"cannot write {path}: {e.strerror or e}") from None
 
 
+def _draw(draw, path: Path, figs_dir: str, figs_name: str) -> list[Path]:
+    """Draw one figure at ``path`` and copy it into ``figs_dir`` (unless empty)."""
+    from .plots import copy_figure
+
+    try:
+        out = [draw(path)]
+        if figs_dir:
+            out.append(copy_figure(path, Path(figs_dir).expanduser().resolve() / figs_name))
+    except OSError as e:
+        raise UniferError(f"cannot write figure {path}: {e.strerror or e}") from None
+    return out
+
+
 # ------------------------------------------------------------------------------------------------------- per set
 
 
@@ -107,19 +120,6 @@ def run_set(set_key: str, argv: list[str] | None = None) -> int:
                          fig, args.figs_dir, _figs_name(f"confusion_{s.key}", args.run, args.protocol))
     print("\nwrote " + ", ".join(relative(p) for p in written))
     return 0
-
-
-def _draw(draw, path: Path, figs_dir: str, figs_name: str) -> list[Path]:
-    """Draw one figure at ``path`` and copy it into ``figs_dir`` (unless empty)."""
-    from .plots import copy_figure
-
-    try:
-        out = [draw(path)]
-        if figs_dir:
-            out.append(copy_figure(path, Path(figs_dir).expanduser().resolve() / figs_name))
-    except OSError as e:
-        raise UniferError(f"cannot write figure {path}: {e.strerror or e}") from None
-    return out
 
 
 def set_main(set_key: str, argv: list[str] | None = None) -> int:
