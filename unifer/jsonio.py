@@ -39,23 +39,7 @@ def read_records(path: str | os.PathLike, what: str = "data file", hint: str | N
             raise DataError(p, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
         records = data
     elif stripped.startswith("{"):
-        records = []
-        try:  # a single JSON object is a common mistake; say so rather than "line 2 broken"
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            obj = None
-        if isinstance(obj, dict) and text.count("\n", 0, len(text.rstrip())) > 0 and _looks_like_jsonl(text):
-            obj = None
-        if isinstance(obj, dict):
-            raise DataError(p, "expected a JSON list of records (or JSON Lines), found a single JSON object")
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(p, f"JSON Lines: line {lineno} is not valid JSON ({e.msg})", index=len(records)) from None
-            records.append(rec)
+        records = _read_jsonl(p, text)
     else:
         try:
             data = json.loads(text)
@@ -72,15 +56,28 @@ def read_records(path: str | os.PathLike, what: str = "data file", hint: str | N
     return records
 
 
-def _looks_like_jsonl(text: str) -> bool:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if len(lines) < 2:
-        return False
+def _read_jsonl(p: Path, text: str) -> list:
+    """JSON Lines, told apart from a lone (or broken) JSON object: JSONL's first line is a whole object."""
+    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
     try:
-        json.loads(lines[0])
-        return True
+        json.loads(lines[0][1])
+        first_line_whole = True
     except json.JSONDecodeError:
-        return False
+        first_line_whole = False
+    if not first_line_whole or (len(lines) == 1 and p.suffix.lower() != ".jsonl"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(p, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        raise DataError(p, f"expected a JSON list of records (or JSON Lines), found a single JSON {type(obj).__name__}"
+                        .replace("JSON dict", "JSON object"))
+    records = []
+    for lineno, line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataError(p, f"JSON Lines: line {lineno} is not valid JSON ({e.msg})", index=len(records)) from None
+    return records
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
