@@ -1,0 +1,228 @@
+"""FERBench inference: answer every QA item of a set with a Qwen2.5-VL checkpoint, resumably, in batches.
+
+    python eval_rafdb/code/infer_unifer.py [--model PATH] [--engine hf|vllm] [--batch-size N] ...
+    python -m unifer.infer --set rafdb ...
+
+The defaults reproduce the paper's run (``--batch-size 1 --dtype float32`` is its loop, item for item; larger
+batches give the same answers, see ``unifer.engines``). Output: each input record plus ``model_response``, in
+input order; an image that cannot be read becomes ``"model_response": "ERROR: <reason>", "error": true``, as the
+paper's loop writes it, and the run goes on. Finished items go to a progress file beside the output as they
+complete (``unifer.progress``), so a killed run resumes where it stopped; ``--shard i/n`` splits a set across
+processes or GPUs (``CUDA_VISIBLE_DEVICES=i ... --shard i/n``) and the shard that finishes last writes the
+single results file (``--merge`` does it by hand).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .data import load_records
+from .engines import ENGINES, default_batch_size, generation_settings, make_engine
+from .errors import UniferError, run_cli
+from .images import ImageLoadError, join_image_path, load_image
+from .jsonio import write_json_atomic
+from .modeling import check_model_dir, cuda_available
+from .progress import ProgressFile, merge_shards, parse_shard, progress_path, results_in_order, shard_indices
+from .registry import REPO_ROOT, SET_KEYS, get_set, resolve_path
+
+DEFAULT_MODEL = REPO_ROOT / "model" / "UniFER-7B"
+DEFAULT_MAX_NEW_TOKENS = 1024  # the paper's budget
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """The configs' bytes and the weight files' names and sizes: cheap for a 16 GB checkpoint, and it changes
+    when the checkpoint is replaced."""
+    h = hashlib.sha256()
+    for name in ("config.json", "generation_config.json"):
+        f = model_dir / name
+        h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"") + b"\0")
+    for f in sorted(list(model_dir.glob("*.safetensors")) + list(model_dir.glob("*.bin"))):
+        h.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def build_parser(set_key: str | None = None) -> argparse.ArgumentParser:
+    name = get_set(set_key).name if set_key else "a FERBench set"
+    ap = argparse.ArgumentParser(
+        prog=None if set_key else "python -m unifer.infer",
+        description=f"Answer the FERBench QA items of {name} with a Qwen2.5-VL checkpoint (resumable, batched).",
+    )
+    if set_key is None:
+        ap.add_argument("--set", required=True, choices=SET_KEYS, help="which FERBench set")
+    ap.add_argument("--model", default=None,
+                    help="checkpoint directory (default: $UNIFER_MODEL, else model/UniFER-7B in the repository)")
+    ap.add_argument("--input", default=None, help="QA file (default: eval_<set>/data/<set>_qa.json)")
+    ap.add_argument("--output", default=None,
+                    help="results file (default: eval_<set>/results/<set>_unifer_7b_results.json)")
+    ap.add_argument("--image-root", default=None,
+                    help="prefix of the QA image paths (default: $UNIFER_IMAGE_ROOT, else /)")
+    ap.add_argument("--engine", choices=ENGINES, default="hf", help="transformers (hf, default) or vllm")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="items per generate call (default: hf 16 on GPU / 4 on CPU; vllm 256 / 16); "
+                         "1 with --dtype float32 is the paper's loop")
+    ap.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
+                    help="auto: bfloat16 on CUDA, float32 on CPU (the paper ran float32)")
+    ap.add_argument("--attn-implementation", default="auto",
+                    help="hf engine: auto (flash_attention_2 where installed on GPU, else sdpa), sdpa, eager")
+    ap.add_argument("--limit", type=int, default=None, help="answer only the first N items")
+    ap.add_argument("--overwrite", action="store_true", help="start fresh, discarding earlier progress")
+    ap.add_argument("--shard", default=None, metavar="I/N", help="answer every N-th item from I (0 <= I < N)")
+    ap.add_argument("--merge", action="store_true",
+                    help="only merge finished shard progress files into the results file (same arguments, no --shard)")
+    vl = ap.add_argument_group("vllm engine")
+    vl.add_argument("--tensor-parallel-size", type=int, default=1)
+    vl.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    vl.add_argument("--max-model-len", type=int, default=4096, help="prompt + answer tokens (about 250 + 1024)")
+    return ap
+
+
+def _default_path(env: str, fallback: Path | str) -> str:
+    return os.environ.get(env) or str(fallback)
+
+
+def resolve_run(args, set_key: str) -> dict:
+    """Check everything cheap before anything heavy: model, input, flags. Returns the plan."""
+    ferset = get_set(set_key)
+    model = resolve_path(args.model or _default_path("UNIFER_MODEL", DEFAULT_MODEL))
+    check_model_dir(model)
+    input_path = resolve_path(args.input) if args.input else ferset.default_qa_path()
+    records = load_records(input_path, "qa", hint=f"build it with python -m unifer.ferbench build --set {set_key}")
+    if args.limit is not None:
+        if args.limit < 1:
+            raise UniferError(f"--limit must be at least 1, got {args.limit}")
+        records = records[: args.limit]
+    if args.max_new_tokens < 1:
+        raise UniferError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    batch_size = args.batch_size or default_batch_size(args.engine)
+    if batch_size < 1:
+        raise UniferError(f"--batch-size must be at least 1, got {batch_size}")
+    shard = parse_shard(args.shard)
+    if shard and args.merge:
+        raise UniferError("--merge combines the shards; run it without --shard")
+    output = resolve_path(args.output) if args.output else ferset.default_results_path()
+    image_root = args.image_root or _default_path("UNIFER_IMAGE_ROOT", "/")
+    from .modeling import pick_dtype
+
+    dtype = str(pick_dtype(args.dtype, cuda_available())).replace("torch.", "")
+    # What decides the answers: a progress file written under other values is refused, not mixed in.
+    run = {"model": str(model), "model_fingerprint": model_fingerprint(model), "input": str(input_path),
+           "input_sha256": _sha256_file(input_path), "image_root": str(image_root), "engine": args.engine,
+           "dtype": dtype, "max_new_tokens": args.max_new_tokens, "shard": args.shard}
+    return dict(ferset=ferset, model=model, records=records, output=output, image_root=image_root, shard=shard,
+                batch_size=batch_size, run=run)
+
+
+def load_batch(records: list[dict], indices: list[int], image_root) -> tuple[list, list[tuple[int, dict]]]:
+    """Decode a batch's images: (answerable [(index, image)], error items [(index, result)])."""
+    ok, failed = [], []
+    for i in indices:
+        try:
+            ok.append((i, load_image(join_image_path(image_root, records[i]["image_path"]))))
+        except ImageLoadError as e:
+            failed.append((i, {**records[i], "model_response": f"ERROR: {e}", "error": True}))
+    return ok, failed
+
+
+def answer_all(engine, records, pending: list[int], image_root, batch_size: int, progress: ProgressFile, bar) -> int:
+    """Answer ``pending`` in batches, recording each batch as it finishes. Images of the next batch are decoded
+    in a thread while the current one generates. Returns the generated token count."""
+    batches = [pending[k:k + batch_size] for k in range(0, len(pending), batch_size)]
+    tokens, started = 0, time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(load_batch, records, batches[0], image_root) if batches else None
+        for n, batch in enumerate(batches):
+            ok, finished = ahead.result()
+            ahead = pool.submit(load_batch, records, batches[n + 1], image_root) if n + 1 < len(batches) else None
+            if ok:
+                try:
+                    answers = engine.generate([img for _, img in ok], [records[i]["prompt"] for i, _ in ok])
+                except Exception as e:
+                    if type(e).__name__ == "OutOfMemoryError":
+                        raise UniferError(f"out of memory at batch size {batch_size}; finished items are saved "
+                                          f"in {progress.path}: rerun with a smaller --batch-size") from None
+                    e.add_note(f"finished items are saved in {progress.path}; rerun to resume")
+                    raise
+                finished += [(i, {**records[i], "model_response": text}) for (i, _), (text, _) in zip(ok, answers)]
+                tokens += sum(count for _, count in answers)
+            progress.append(sorted(finished))
+            bar.update(len(finished))
+            bar.set_postfix_str(f"{tokens / max(time.perf_counter() - started, 1e-9):.1f} tokens/s", refresh=False)
+    return tokens
+
+
+def main(argv: list[str] | None = None, set_key: str | None = None) -> int:
+    args = build_parser(set_key).parse_args(argv)
+    set_key = set_key or args.set
+    plan = resolve_run(args, set_key)
+    ferset, output, run, records = plan["ferset"], plan["output"], plan["run"], plan["records"]
+    if args.merge:
+        merged, message = merge_shards(output, {**run, "shard": None}, len(records))
+        if not merged:
+            raise UniferError(f"cannot merge into {output} yet: {message}")
+        print(f"{ferset.name}: {message} -> {output}")
+        return 0
+
+    ppath = progress_path(output, plan["shard"])
+    if output.exists() and not ppath.exists() and not args.overwrite:
+        raise UniferError(f"{output} already exists; pass --overwrite to answer again, or choose another --output")
+    indices = shard_indices(len(records), plan["shard"])
+    started = time.perf_counter()
+    with ProgressFile(ppath, run, overwrite=args.overwrite,
+                      wait_message=f"another run is writing {ppath}; let it finish or choose another --output") as progress:
+        pending = [i for i in indices if i not in progress.done]
+        tokens = 0
+        if pending:
+            from tqdm import tqdm
+
+            where = f"resuming: {len(indices) - len(pending)} of {len(indices)} items already done, " if len(
+                pending) < len(indices) else ""
+            print(f"{ferset.name}: {where}loading {plan['model']} ({args.engine})", file=sys.stderr, flush=True)
+            engine = make_engine(args.engine, plan["model"], generation_settings(plan["model"], args.max_new_tokens),
+                                 dtype=args.dtype, attn=args.attn_implementation,
+                                 tensor_parallel_size=args.tensor_parallel_size,
+                                 gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len)
+            try:
+                with tqdm(total=len(indices), initial=len(indices) - len(pending), unit="item", desc=ferset.name,
+                          dynamic_ncols=True) as bar:
+                    tokens = answer_all(engine, records, pending, plan["image_root"], plan["batch_size"], progress, bar)
+            finally:
+                engine.close()
+        results = results_in_order(progress.done, indices)
+        wall = time.perf_counter() - started
+        errors = sum(1 for r in results if r.get("error") is True)
+        rate = f"{len(pending) / wall:.2f} items/s, {tokens / wall:.1f} tokens/s" if pending else "nothing left to do"
+        summary = f"{ferset.name}: {len(results)} items, {errors} errors, {len(pending)} answered in {wall:.1f}s ({rate})"
+        if plan["shard"] is None:
+            write_json_atomic(output, results)
+            progress.remove()
+            print(f"{summary} -> {output}")
+            return 0
+    # This shard is complete and unlocked: merge if every shard is.
+    merged, message = merge_shards(output, {**run, "shard": None}, len(records), shards=plan["shard"][1])
+    i, n = plan["shard"]
+    print(f"{summary}; shard {i}/{n} done, " + (f"{message} -> {output}" if merged else
+          f"not merged yet ({message}); the last shard to finish merges, or rerun with --merge"))
+    return 0
+
+
+def cli(set_key: str | None = None, argv: list[str] | None = None) -> int:
+    """Entry point of ``eval_<set>/code/infer_unifer.py``: one-line errors, exit status 2."""
+    return run_cli(lambda a: main(a, set_key), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
