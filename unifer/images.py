@@ -74,7 +74,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise ImageLoadError(f"image too large to decode safely ({e}): {p}") from None
     except (OSError, SyntaxError, ValueError) as e:
         # Pillow: UnidentifiedImageError (not an image), "image file is truncated", broken chunks ...
-        raise ImageLoadError(f"cannot decode image {p}: {e}") from None
+        reason = str(e).replace(f"'{p}'", "").replace(str(p), "").strip() or type(e).__name__
+        raise ImageLoadError(f"cannot decode image {p}: {reason}") from None
 
 
 def resize(img: Image.Image, size: int | tuple[int, int] | None = IMAGE_SIZE) -> Image.Image:
