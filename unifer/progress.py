@@ -66,7 +66,13 @@ class ProgressFile:
             os.close(self.fd)
             raise UniferError(wait_message or f"another inference run is writing {self.path}; let it finish, or "
                               "choose another --output") from None
-        self.existed = os.fstat(self.fd).st_size > 0
+        try:
+            self._load(overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, overwrite: bool) -> None:
         self.done: dict[int, dict] = {}
         if overwrite:
             self._start_fresh()
@@ -75,7 +81,7 @@ class ProgressFile:
         if header is None:
             self._start_fresh()
             return
-        check_same_run(self.path, header.get("run"), run)
+        check_same_run(self.path, header.get("run"), self.run)
         if good_bytes < os.fstat(self.fd).st_size:
             os.ftruncate(self.fd, good_bytes)  # a torn last line from a killed run
         os.lseek(self.fd, 0, os.SEEK_END)
