@@ -1,0 +1,292 @@
+"""GRPO: data mapping, image-pad guard, paper defaults, and real runs through run_grpo_vllm.sh on the tiny model.
+
+The runs use a variant of the tiny model whose <|image_pad|> embedding row points along its hidden states, so
+unguarded sampling emits image-pad tokens at once (as vLLM does on real models, R1-V#91 / trl#3847), and a
+test-only reward (a module:function spec) that pays by length: random weights earn 0 from accuracy and format,
+and a gradient needs rewards that differ within a group.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from unifer.errors import DataError
+from unifer.images import join_image_path, load_image
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "train_unifer" / "src" / "scripts" / "run_grpo_vllm.sh"
+IMAGE_PAD = 151655
+TOY_REWARD = "def by_length(completions, **kwargs):\n    return [len(c[0]['content']) / 100.0 for c in completions]\n"
+# 2 prompts x 2 generations per step and process, 4 new tokens: small enough for two CPU cores.
+SMALL_RUN = ["--num_generations", "2", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+             "--max_completion_length", "4", "--logging_steps", "1", "--gradient_checkpointing", "false",
+             "--reward_funcs", "accuracy", "format", "toy_reward:by_length", "--seed", "0",
+             "--generation_kwargs", '{"suppress_tokens": []}']  # the guard must hold even against this
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def rlvr(photos, tmp_path_factory):
+    """Four distinct face photos under an image root and an RLVR file whose problems name their record."""
+    root = tmp_path_factory.mktemp("rlvr")
+    by_label = {}
+    for p in photos:
+        by_label.setdefault(p.label, p)
+    chosen = list(by_label.values())[:4]
+    records = []
+    for i, p in enumerate(chosen):
+        dst = root / "images" / "faces" / f"{i}{p.path.suffix}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p.path, dst)
+        records.append({"image_path": f"/faces/{dst.name}", "problem": f"Record {i}: which expression is shown?",
+                        "solution": f"<answer>{p.label}</answer>"})
+    (root / "rlvr.json").write_text(json.dumps(records))
+    (root / "toy_reward.py").write_text(TOY_REWARD)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prone_model(tiny_model, tmp_path_factory):
+    """The tiny model, but its <|image_pad|> logit dominates every position (tied embeddings: one row)."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    out = tmp_path_factory.mktemp("prone") / "model"
+    shutil.copytree(tiny_model, out)
+    processor = AutoProcessor.from_pretrained(out)
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text",
+                                          "text": "Which expression?"}]}], add_generation_prompt=True)
+    inputs = processor(text=[text], images=[Image.new("RGB", (224, 224), (90, 60, 40))], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states[-1][0]
+        direction = hidden.mean(0) / hidden.mean(0).norm()
+        model.get_input_embeddings().weight[IMAGE_PAD] = 40 * direction
+        sampled = model.generate(**inputs, max_new_tokens=4, do_sample=True, suppress_tokens=None)
+    assert (sampled[0, inputs["input_ids"].shape[1]:] == IMAGE_PAD).all()  # unguarded, it only emits image pads
+    model.save_pretrained(out)
+    return out
+
+
+def run_script(env_extra: dict, flags: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", **env_extra}
+    return subprocess.run(["bash", str(SCRIPT), *flags], env=env, cwd="/", capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def grpo_env(model, rlvr, out, **extra) -> dict:
+    return {"MODEL_PATH": str(model), "DATA_PATH": str(rlvr / "rlvr.json"), "IMAGE_ROOT": str(rlvr / "images"),
+            "OUTPUT_DIR": str(out), "PYTHONPATH": str(rlvr), "NPROC_PER_NODE": "1", "VLLM_MODE": "none",
+            "MASTER_PORT": str(29500 + os.getpid() % 1000), **extra}
+
+
+def check(result: subprocess.CompletedProcess) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def expected_digests(model, rlvr) -> dict:
+    """image_path → (sha of the 224×224 RGB image, sha of the processor's pixel patches for it alone)."""
+    import numpy as np
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model)
+    out = {}
+    for r in json.loads((rlvr / "rlvr.json").read_text()):
+        image = load_image(join_image_path(rlvr / "images", r["image_path"]))
+        pixels = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+        out[r["image_path"]] = (hashlib.sha256(image.tobytes()).hexdigest(),
+                                hashlib.sha256(np.ascontiguousarray(pixels.float().numpy()).tobytes()).hexdigest(),
+                                r["problem"])
+    return out
+
+
+def assert_own_images(trace: Path, expected: dict, stages=("generation", "loss")) -> list[dict]:
+    """Every traced rollout used its own record's image, and batches mixed different images."""
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert {r["stage"] for r in rows} == set(stages)
+    groups: dict = {}
+    for r in rows:
+        image_sha, pixel_sha, problem = expected[r["image_path"]]
+        assert problem in r["prompt"], r
+        assert r["pixel_sha"] == pixel_sha, r
+        if r["stage"] == "generation":
+            assert r["image_sha"] == [image_sha], r
+        groups.setdefault((r["stage"], r["step"], r["rank"]), set()).add(r["pixel_sha"])
+    for stage in stages:  # the paper's bug would give one image per batch
+        assert max(len(v) for k, v in groups.items() if k[0] == stage) >= 2
+    return rows
+
+
+def weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------- unit tests
+def test_cut_at_placeholders():
+    from unifer.train.grpo import cut_at_placeholders
+
+    ids = [[5, 6, IMAGE_PAD, 7], [IMAGE_PAD, 1], [8, 9], (10, 151656)]
+    logprobs = [[-1.0, -2.0, -3.0, -4.0], [-5.0, -6.0], [-7.0, -8.0], [-9.0, -1.5]]
+    new_ids, new_lp, cut = cut_at_placeholders(ids, logprobs, {IMAGE_PAD, 151656}, fallback_id=151645)
+    assert new_ids == [[5, 6], [151645], [8, 9], [10]]
+    assert new_lp == [[-1.0, -2.0], [None], [-7.0, -8.0], [-9.0]]
+    assert cut == 3
+    assert cut_at_placeholders([[1, 2]], None, {IMAGE_PAD}, 0) == ([[1, 2]], None, 0)
+
+
+def test_guarded_generation_kwargs_merge_with_the_users(tiny_model):
+    from transformers import AutoProcessor
+
+    from unifer.train.grpo import guarded_generation_kwargs, placeholder_token_ids
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    assert placeholder_token_ids(processor) == [IMAGE_PAD, 151656]
+    hf = guarded_generation_kwargs({"suppress_tokens": [], "top_k": 5}, processor, use_vllm=False)
+    assert hf == {"suppress_tokens": [IMAGE_PAD, 151656], "top_k": 5}
+    vllm = guarded_generation_kwargs({"bad_words": ["foo"]}, processor, use_vllm=True)
+    assert vllm == {"bad_words": ["foo", "<|image_pad|>", "<|video_pad|>"]}
+    assert processor.tokenizer.encode("<|image_pad|>", add_special_tokens=False) == [IMAGE_PAD]  # one bad token
+
+
+def test_prompt_lengths_are_exact_and_long_prompts_are_rejected(tiny_model, tmp_path):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from unifer.train.grpo import build_prompt, check_prompt_lengths, prompt_token_counts
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    problems = ["Which expression? Answer in <answer></answer>.", "Ünïcode — problem\nwith two lines  "]
+    counts = prompt_token_counts(problems, processor)
+    for p in problems:
+        # what GRPOTrainer will tokenize: its own image block in front of the text
+        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": build_prompt(p)[0]["content"]}]}]
+        text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        real = processor(text=[text], images=[Image.new("RGB", (224, 224))])["input_ids"][0]
+        assert counts[p] == len(real)
+    records = [{"problem": problems[0]}, {"problem": problems[1] * 40}]
+    check_prompt_lengths(records[:1], processor, counts[problems[0]], "d.json")  # at the limit: fine
+    with pytest.raises(DataError, match=r"d\.json: record 1, field 'problem': the prompt is \d+ tokens"):
+        check_prompt_lengths(records, processor, 200, "d.json")
+    check_prompt_lengths(records, processor, None, "d.json")  # no limit
+
+
+def test_paper_defaults_and_batch_mapping(tiny_model, rlvr):
+    from trl import ModelConfig
+
+    from unifer.train.common import parse_trainer_args
+    from unifer.train.grpo import GRPOPaperConfig, GRPOScriptArguments
+
+    script, cfg, _ = parse_trainer_args((GRPOScriptArguments, GRPOPaperConfig, ModelConfig),
+                                        ["--model_name_or_path", str(tiny_model), "--data_dir", "/x/"])
+    assert script.image_root == "/x/" and script.reward_funcs == ["accuracy", "format"]
+    assert (script.min_pixels, script.max_pixels, script.max_prompt_length) == (3136, 501760, 4096)
+    assert (cfg.loss_type, cfg.beta, cfg.num_generations, cfg.temperature) == ("grpo", 0.04, 8, 1.0)
+    assert (cfg.max_completion_length, cfg.learning_rate, cfg.weight_decay, cfg.max_grad_norm) == (1024, 1e-6, 0.01, 5)
+    assert (cfg.num_iterations, cfg.scale_rewards, cfg.vllm_importance_sampling_correction,
+            cfg.use_bias_correction_kl) == (1, "group", False, False)
+    assert cfg.lr_scheduler_type == "cosine" and cfg.save_only_model and cfg.save_total_limit == 3
+    # TRL counts completions: 8 per device = the paper's 1 prompt x 8; one generation per optimizer step
+    assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.steps_per_generation) == (8, 4, 4)
+    prompts_per_update_on_7_processes = cfg.per_device_train_batch_size * 7 * cfg.gradient_accumulation_steps // 8
+    assert prompts_per_update_on_7_processes == 28
+
+
+def test_script_server_flags_parse_with_trl_vllm_serve():
+    """The real server command line (not started on CPU) names flags `trl vllm-serve` knows."""
+    from trl.scripts.vllm_serve import make_parser
+
+    block = re.search(r"cmd=\(\"\$PYTHON\" -m trl\.scripts\.vllm_serve (.*?)\)\n", SCRIPT.read_text(), re.S).group(1)
+    flags = re.sub(r'"\$\{\w+:-([^}]*)\}"', r"\1", block).replace('"$MODEL_PATH"', "m").replace(
+        '"$VLLM_HOST"', "127.0.0.1").replace('"$VLLM_PORT"', "8000").split()
+    (args,) = make_parser().parse_args_and_config(flags)
+    assert (args.gpu_memory_utilization, args.max_model_len, args.dtype) == (0.8, 5120, "bfloat16")
+    assert args.enable_prefix_caching and args.enforce_eager
+
+
+# -------------------------------------------------------------------------------------- runs (the script)
+@pytest.fixture(scope="module")
+def one_process_run(prone_model, rlvr, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run1") / "out"
+    trace = out.parent / "trace.jsonl"
+    t0 = time.time()
+    result = run_script(grpo_env(prone_model, rlvr, out), [
+        *SMALL_RUN, "--max_steps", "2", "--save_steps", "1", "--save_only_model", "false",
+        "--trace_images", str(trace)])
+    return result, out, trace, time.time() - t0
+
+
+@pytest.mark.slow
+def test_two_steps_one_process_each_prompt_its_own_image(one_process_run, prone_model, rlvr):
+    result, out, trace, seconds = one_process_run
+    output = check(result)
+    assert "image-pad guard" not in output  # banned at sampling, nothing left to cut
+    rows = assert_own_images(trace, expected_digests(prone_model, rlvr))
+    assert {r["step"] for r in rows} == {0, 1}
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert all(h["rewards/by_length/std"] > 0 for h in state["log_history"] if "rewards/by_length/std" in h)
+    before, after = weights(prone_model), weights(out)
+    assert any(not (before[k] == after[k]).all() for k in before)  # the gradient moved the weights
+    debug = (out / "debug_log_grpo.txt").read_text()  # DEBUG_MODE=true is the script's default, as the paper's
+    assert debug.count("Accuracy reward: ") == 2 * 4 and "Solution: <answer>" in debug
+    assert (out / "train_grpo.log").is_file() and (out / "checkpoint-1" / "optimizer.pt").is_file()
+
+
+@pytest.mark.slow
+def test_resume_from_checkpoint_continues_the_run(one_process_run, prone_model, rlvr, tmp_path):
+    _, first, _, _ = one_process_run
+    out, trace = tmp_path / "resumed", tmp_path / "trace.jsonl"
+    check(run_script(grpo_env(prone_model, rlvr, out), [
+        *SMALL_RUN, "--max_steps", "2", "--save_strategy", "no", "--trace_images", str(trace),
+        "--resume_from_checkpoint", str(first / "checkpoint-1")]))
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert {r["step"] for r in rows} == {1}  # only the second step ran
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    uninterrupted, resumed = weights(first / "checkpoint-2"), weights(out)
+    assert all((uninterrupted[k] == resumed[k]).all() for k in uninterrupted)
+
+
+@pytest.mark.slow
+def test_two_processes_zero3(prone_model, rlvr, tmp_path):
+    out, trace = tmp_path / "out", tmp_path / "trace.jsonl"
+    check(run_script(grpo_env(prone_model, rlvr, out, NPROC_PER_NODE="2", DEEPSPEED_CONFIG="zero3"), [
+        *SMALL_RUN, "--max_steps", "2", "--save_strategy", "no", "--trace_images", str(trace)]))
+    rows = assert_own_images(trace, expected_digests(prone_model, rlvr))
+    assert {r["rank"] for r in rows} == {0, 1}
+    saved, before = weights(out), weights(prone_model)
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in before.items()}  # gathered, not shards
+
+
+@pytest.mark.slow
+def test_colocate_vllm(prone_model, rlvr, tmp_path):
+    out, trace = tmp_path / "out", tmp_path / "trace.jsonl"
+    output = check(run_script(grpo_env(prone_model, rlvr, out, VLLM_MODE="colocate"), [
+        *SMALL_RUN, "--max_steps", "2", "--save_strategy", "no", "--trace_images", str(trace),
+        "--vllm_max_model_length", "512"]))
+    assert "image-pad guard" not in output  # vLLM's bad_words kept every image pad out
+    assert_own_images(trace, expected_digests(prone_model, rlvr))
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_without_the_guard_an_image_pad_completion_kills_the_step(prone_model, rlvr, tmp_path):
+    result = run_script(grpo_env(prone_model, rlvr, tmp_path / "out"), [
+        *SMALL_RUN, "--max_steps", "1", "--save_strategy", "no", "--image_pad_guard", "false"])
+    assert result.returncode != 0
+    assert "Image features and image tokens do not match" in result.stdout + result.stderr
