@@ -15,6 +15,7 @@ machines are noisy: compare the ratios measured in one run, not absolute times a
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import os
 import tempfile
@@ -57,45 +58,65 @@ def inference_variants(batch_sizes: list[int], engines: list[str]) -> list[dict]
     return out
 
 
-def run_inference(args, model: Path, workdir: Path) -> dict:
+def run_inference(args, model: Path, workdir: Path, deadline: float | None = None) -> dict:
+    """Every variant over the same items (the one-at-a-time variants over the first ``args.batch1_items`` of
+    them where that is set: the GPU script's paper loop would otherwise take most of its budget). A variant
+    that would start after ``deadline`` (time.time()) is skipped; a running one is stopped there."""
     from .bench_items import make_items
+    from .jsonio import write_json_atomic
 
     items_path, source = make_items(args.items, workdir, use_photos=not args.synthetic_images)
+    few = getattr(args, "batch1_items", None)
+    few_path = items_path
+    if few and few < args.items:
+        records = json.loads(items_path.read_text(encoding="utf-8"))
+        few_path = write_json_atomic(workdir / f"items_first{few}.json", records[:few])
     rows = []
     for v in inference_variants(args.batch_sizes, args.engines):
         tag = f"{v['variant']}_b{v['batch_size']}"
+        timeout = args.timeout if deadline is None else min(args.timeout, deadline - time.time())
+        if timeout < 10:
+            rows.append({**v, "error": "skipped: the time budget is spent"})
+            continue
         print(f"[inference] {v['name']} ...", flush=True)
+        items = few_path if v["batch_size"] == 1 else items_path
         res = run_worker(
             ["-m", "unifer.bench_infer", "--variant", v["variant"], "--model", str(model), "--items",
-             str(items_path), "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(v["batch_size"]),
+             str(items), "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(v["batch_size"]),
              "--dtype", v["dtype"], "--spawn-time", repr(time.time()), "--result", str(workdir / f"{tag}.json"),
              "--workdir", str(workdir / tag)],
-            workdir / f"{tag}.json", workdir / f"{tag}.log", timeout_s=args.timeout, env=WORKER_ENV)
+            workdir / f"{tag}.json", workdir / f"{tag}.log", timeout_s=timeout, env=WORKER_ENV)
         res.update(name=v["name"], variant=v["variant"], batch_size=v["batch_size"])
         print("    " + (f"FAILED: {res['error']}" if "error" in res else
                         f"generation {res['generate_s']:.2f} s, whole process {res['process_wall_s']:.1f} s"),
               flush=True)
         rows.append(res)
     add_ratios(rows)
-    return {"items": args.items, "max_new_tokens": args.max_new_tokens, "image_source": source,
-            "model": str(model), "variants": rows}
+    return {"items": args.items, "batch1_items": few or args.items, "max_new_tokens": args.max_new_tokens,
+            "image_source": source, "model": str(model), "variants": rows}
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """Each variant's speed-up over the paper's loop: generation phase (tokens/s) and whole process (wall time,
-    the same items for every variant), and whether its responses equal the paper loop's."""
+    """Each variant's speed-up over the paper's loop — generation phase (tokens/s) and whole process — and the
+    share of its responses equal to the paper loop's (over the items both answered). Where the paper's loop
+    answered fewer items, its whole-process time for the variant's items is projected from its per-item rate
+    (``whole_process_projected``)."""
     base = next((r for r in rows if r.get("variant") == "paper" and "error" not in r), None)
     for r in rows:
         if base is None or "error" in r:
             r["speedup_generation"] = r["speedup_whole_process"] = r["agreement_with_paper"] = None
             continue
         r["speedup_generation"] = round(r["tokens_per_s"] / base["tokens_per_s"], 2)
-        r["speedup_whole_process"] = round(base["process_wall_s"] / r["process_wall_s"], 2)
+        paper_wall = base["process_wall_s"] + base["generate_s"] * (r["items"] / base["items"] - 1)
+        r["speedup_whole_process"] = round(paper_wall / r["process_wall_s"], 2)
+        r["whole_process_projected"] = r["items"] != base["items"]
         a, b = r.get("responses") or [], base.get("responses") or []
-        r["agreement_with_paper"] = round(sum(x == y for x, y in zip(a, b)) / len(b), 3) if b else None
+        n = min(len(a), len(b))
+        r["agreement_with_paper"] = round(sum(x == y for x, y in zip(a, b)) / n, 3) if n else None
 
 
 def inference_markdown(sec: dict) -> str:
+    """The inference table; ratios marked * compare with the paper loop's time projected to the same items."""
     headers = ["variant", "items", "tokens", "start-up s", "generation s", "items/s", "tokens/s",
                "× paper (generation)", "whole process s", "× paper (whole)", "peak RSS MiB", "same answers"]
     rows = []
@@ -107,17 +128,21 @@ def inference_markdown(sec: dict) -> str:
         agree = r.get("agreement_with_paper")
         rows.append([r["name"], r["items"], r["generated_tokens"], r["startup_s"], r["generate_s"],
                      r["items_per_s"], r["tokens_per_s"], _x(r.get("speedup_generation")), r["process_wall_s"],
-                     _x(r.get("speedup_whole_process")), rss, None if agree is None else f"{100 * agree:.0f}%"])
+                     _x(r.get("speedup_whole_process")) + ("*" if r.get("whole_process_projected") else ""), rss,
+                     None if agree is None else f"{100 * agree:.0f}%"])
     unequal = [r["name"] for r in sec["variants"] if "error" not in r and not r.get("equal_lengths")]
     note = (f"\n\nEvery item generated exactly {sec['max_new_tokens']} tokens in every variant."
             if not unequal else f"\n\nNot every item reached {sec['max_new_tokens']} tokens in: "
             + ", ".join(unequal) + " (tokens/s still counts the tokens really generated).")
+    if any(r.get("whole_process_projected") for r in sec["variants"]):
+        note += (f"\n\n\\* The one-at-a-time variants answered the first {sec['batch1_items']} items; the paper "
+                 "loop's whole-process time for all items is projected from its measured per-item time.")
     return (f"### Inference: {sec['items']} items × {sec['max_new_tokens']} new tokens, {sec['image_source']}\n\n"
             + markdown_table(headers, rows) + note)
 
 
 def _x(v):
-    return None if v is None else f"{v:.1f}×"
+    return "–" if v is None else f"{v:.1f}×"
 
 
 def build_markdown(report: dict) -> str:

@@ -33,9 +33,43 @@ def _run_paper(args, records):
 
 
 def _run_engine(args, records):
-    from . import bench_engines
+    """Our engine through the user's own path, ``unifer.infer.main`` (what ``eval_<set>/code/infer_unifer.py``
+    runs: checks, progress file, image prefetch, batching, atomic results file). Wrapping ``make_engine`` marks
+    the moment the model is ready and counts the tokens each response used."""
+    from . import infer
 
-    return bench_engines.run(args, records)
+    lengths: list[int] = []
+    marks: dict = {}
+    real_make_engine = infer.make_engine
+
+    def timed_make_engine(*a, **kw):
+        engine = real_make_engine(*a, **kw)
+        real_generate = engine.generate
+
+        def counting_generate(images, prompts):
+            answers = real_generate(images, prompts)
+            lengths.extend(n for _, n in answers)
+            return answers
+
+        engine.generate = counting_generate
+        marks["ready"] = time.time()
+        marks["dtype"] = str(getattr(engine, "dtype", args.dtype)).replace("torch.", "")
+        return engine
+
+    workdir = Path(args.workdir or Path(args.result).parent)
+    output = workdir / "results.json"
+    argv = ["--model", args.model, "--input", args.items, "--output", str(output), "--image-root", args.image_root,
+            "--engine", args.variant, "--batch-size", str(args.batch_size), "--max-new-tokens",
+            str(args.max_new_tokens), "--dtype", args.dtype, "--overwrite"]
+    infer.make_engine = timed_make_engine
+    try:
+        rc = infer.main(argv, set_key=args.set)
+    finally:
+        infer.make_engine = real_make_engine
+    if rc:
+        raise SystemExit(rc)
+    results = json.loads(output.read_text(encoding="utf-8"))
+    return marks["ready"], [r["model_response"] for r in results], lengths, {"dtype": marks["dtype"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--items", required=True, help="QA records (JSON) to answer, all of them")
     ap.add_argument("--image-root", default="/")
+    ap.add_argument("--set", default="rafdb", help="the FERBench set the items belong to (names the run)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--dtype", default="float32")
@@ -79,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_s": round(tokens / gen_s, 2) if gen_s > 0 else None,
         "self_peak_rss_mb": self_peak_rss_mb(),
         "torch_threads": _torch_threads(),
+        "cuda_peak_gb": _cuda_peak_gb(),
         "responses": responses,
         **extra,
     }
@@ -89,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.variant} b{result['batch_size']}: {len(records)} items, {tokens} tokens, "
           f"start-up {result['startup_s']:.1f} s, generation {gen_s:.2f} s ({result['tokens_per_s']} tokens/s)")
     return 0
+
+
+def _cuda_peak_gb() -> float | None:
+    """Peak GPU memory this process allocated through torch (vLLM's engine process is not counted)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 1e9, 2)
 
 
 def _torch_threads() -> int | None:

