@@ -190,6 +190,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--sections", type=_name_list(SECTIONS), default=list(SECTIONS),
                     help="comma-separated: inference,training,scoring (default all)")
     ap.add_argument("--items", type=int, default=64, help="inference items (default 64)")
+    ap.add_argument("--batch1-items", type=int, default=None,
+                    help="answer only the first N items in the one-at-a-time variants (default: all); the paper "
+                         "loop's whole-process time for all items is then projected from its per-item time")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per item (default 64)")
     ap.add_argument("--batch-sizes", type=_int_list, default=[1, 16, 64], help="hf engine batch sizes (1,16,64)")
     ap.add_argument("--engines", type=_name_list(("paper", "hf", "vllm")), default=["paper", "hf", "vllm"],

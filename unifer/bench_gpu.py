@@ -136,6 +136,8 @@ def build_checkpoint(out: Path, shape: str, tokenizer_dir: str | None = None, se
     with torch.device(device):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16).eval()
     params = sum(p.numel() for p in model.parameters())
+    # A decode step reads the language model's weights (the vision tower runs once per image, in the prefill).
+    decoder = sum(p.numel() for n, p in model.named_parameters() if "visual" not in n)
     model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643],
                                                pad_token_id=151643)
     model.save_pretrained(out)
@@ -147,7 +149,8 @@ def build_checkpoint(out: Path, shape: str, tokenizer_dir: str | None = None, se
     del model
     if device == "cuda":
         torch.cuda.empty_cache()
-    return {"shape": shape, "parameters": params, "bf16_gb": round(params * 2 / 1e9, 2), "tokenizer": which,
+    return {"shape": shape, "parameters": params, "bf16_gb": round(params * 2 / 1e9, 2),
+            "decoder_parameters": decoder, "decoder_bf16_gb": round(decoder * 2 / 1e9, 2), "tokenizer": which,
             "build_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -189,8 +192,8 @@ def projection_markdown(p: dict) -> str:
     headers = ["variant", "ms per generation step", "× bandwidth bound", "FERBench projected (hours)"]
     rows = [[r["name"], r["step_ms"], r["step_vs_bound"], r["ferbench_hours"]] for r in p["rows"]]
     text = (f"### Projection to FERBench ({FERBENCH_ITEMS:,} items, ~{FERBENCH_TOKENS / 1e6:.1f} M generated tokens)"
-            f"\n\nBound: {p['weights_gb']} GB of bf16 weights read per decode step at {p['bandwidth_tbs']} TB/s = "
-            f"{p['bound_step_ms']} ms per step for the whole batch; at batch 256 FERBench's tokens need "
+            f"\n\nBound: {p['weights_gb']} GB of bf16 language-model weights read per decode step at "
+            f"{p['bandwidth_tbs']} TB/s = {p['bound_step_ms']} ms per step for the whole batch; at batch 256 FERBench's tokens need "
             f"~{p['bound_ferbench_s_at_batch_256']:.0f} s.\n\n" + markdown_table(headers, rows))
     if p["best"]:
         text += (f"\n\nBest measured: {p['best']['name']}, {p['best']['step_ms']} ms per step "
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(tmp, ignore_errors=True)
-    weights_gb = report["checkpoint"]["bf16_gb"]
+    weights_gb = report["checkpoint"]["decoder_bf16_gb"]
     report["projection"] = projections(report["inference"], weights_gb, bandwidth_tbs(gpu, args.bandwidth_tbs))
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     ck = report["checkpoint"]

