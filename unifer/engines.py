@@ -31,6 +31,7 @@ from .modeling import cuda_available, pick_attn_implementation, pick_dtype
 log = logging.getLogger(__name__)
 
 ENGINES = ("hf", "vllm")
+CPU_KV_CACHE_GIB = 4  # vLLM on CPU, unless VLLM_CPU_KVCACHE_SPACE says otherwise: ~35K tokens of a 7B in float32
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,9 @@ class HFEngine:
             device_map="auto" if on_cuda else None,
         ).eval()
         # The checkpoint's config with the paper's overrides; the penalty moves to _PenaltyIgnoringLeftPadding.
+        # (1.0, not None: generate() refills None fields from the checkpoint, which would apply the penalty twice.)
         gen = GenerationConfig.from_dict(self.model.generation_config.to_dict())
-        gen.update(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
-                   max_new_tokens=settings.max_new_tokens, max_length=None, use_cache=True,
+        gen.update(do_sample=False, repetition_penalty=1.0, max_new_tokens=settings.max_new_tokens, use_cache=True,
                    eos_token_id=list(settings.eos_token_ids), pad_token_id=settings.pad_token_id)
         self.generation_config = gen
         # transformers wants LogitsProcessor instances; subclass lazily so this module imports without torch.
@@ -204,6 +205,9 @@ class VLLMEngine:
         )
         if on_cuda:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        elif not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            # vLLM-CPU otherwise reserves a fraction of all RAM and refuses to start when other processes use it.
+            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
         self.llm = LLM(**kwargs)
         self.sampling_params = SamplingParams(
             temperature=0.0, max_tokens=settings.max_new_tokens, repetition_penalty=settings.repetition_penalty,
