@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,7 +54,8 @@ def inference_variants(batch_sizes: list[int], engines: list[str]) -> list[dict]
         out += [{"name": f"hf engine, batch {b}", "variant": "hf", "batch_size": b, "dtype": "auto"}
                 for b in batch_sizes]
     if "vllm" in engines:
-        out.append({"name": "vllm engine", "variant": "vllm", "batch_size": max(batch_sizes), "dtype": "auto"})
+        b = max(batch_sizes)
+        out.append({"name": f"vllm engine, {b} per call", "variant": "vllm", "batch_size": b, "dtype": "auto"})
     return out
 
 
@@ -124,7 +125,7 @@ def inference_markdown(sec: dict) -> str:
         if "error" in r:
             rows.append([r["name"], "failed: " + r["error"][:120]] + [None] * (len(headers) - 2))
             continue
-        rss = r.get("peak_tree_rss_mb") or r.get("worker_maxrss_mb")
+        rss = round(r.get("peak_tree_rss_mb") or r.get("worker_maxrss_mb") or 0) or None
         agree = r.get("agreement_with_paper")
         rows.append([r["name"], r["items"], r["generated_tokens"], r["startup_s"], r["generate_s"],
                      r["items_per_s"], r["tokens_per_s"], _x(r.get("speedup_generation")), r["process_wall_s"],

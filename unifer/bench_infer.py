@@ -29,7 +29,7 @@ def _run_paper(args, records):
     processor = AutoProcessor.from_pretrained(args.model)
     ready = time.time()
     responses, lengths = paper_loop(model, processor, records, args.max_new_tokens, args.image_root)
-    return ready, responses, lengths, {"dtype": "float32", "device": str(model.device)}
+    return ready, time.time(), responses, lengths, {"dtype": "float32", "device": str(model.device)}
 
 
 def _run_engine(args, records):
@@ -49,6 +49,7 @@ def _run_engine(args, records):
         def counting_generate(images, prompts):
             answers = real_generate(images, prompts)
             lengths.extend(n for _, n in answers)
+            marks["last_answer"] = time.time()  # the end of the generation phase (not the engine's shutdown)
             return answers
 
         engine.generate = counting_generate
@@ -69,7 +70,8 @@ def _run_engine(args, records):
     if rc:
         raise SystemExit(rc)
     results = json.loads(output.read_text(encoding="utf-8"))
-    return marks["ready"], [r["model_response"] for r in results], lengths, {"dtype": marks["dtype"]}
+    return (marks["ready"], marks["last_answer"], [r["model_response"] for r in results], lengths,
+            {"dtype": marks["dtype"]})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,11 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     spawn = args.spawn_time or time.time()
     records = json.loads(Path(args.items).read_text(encoding="utf-8"))
 
-    if args.variant == "paper":
-        ready, responses, lengths, extra = _run_paper(args, records)
-    else:
-        ready, responses, lengths, extra = _run_engine(args, records)
-    done = time.time()
+    run = _run_paper if args.variant == "paper" else _run_engine
+    ready, done, responses, lengths, extra = run(args, records)
 
     from .bench_measure import self_peak_rss_mb
 

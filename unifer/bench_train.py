@@ -189,7 +189,7 @@ def training_markdown(sec: dict) -> str:
             rows.append([r["name"], "failed: " + r["error"][:120], None, None, None, None])
             continue
         rows.append([r["name"], r["first_step_s"], r["median_step_s"], r["steps"] - 1, r["process_wall_s"],
-                     r.get("peak_tree_rss_mb") or r.get("worker_maxrss_mb")])
+                     round(r.get("peak_tree_rss_mb") or r.get("worker_maxrss_mb") or 0) or None])
     text = (f"### Training: optimizer-step times (GRPO: {sec['grpo_setting']}; SFT: {sec['sft_setting']})\n\n"
             + markdown_table(headers, rows))
     if "wrapper_overhead" in sec:
