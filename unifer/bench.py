@@ -200,6 +200,9 @@ def parser() -> argparse.ArgumentParser:
                     help="inference variants to run (default paper,hf,vllm)")
     ap.add_argument("--synthetic-images", action="store_true", help="synthetic pictures even where photos exist")
     ap.add_argument("--train-steps", type=int, default=4, help="timed optimizer steps per training variant")
+    ap.add_argument("--train-variants", type=_name_list(("sft", "grpo", "grpo-colocate", "trl-grpo")),
+                    default=["sft", "grpo", "grpo-colocate", "trl-grpo"],
+                    help="training variants (default sft,grpo,grpo-colocate,trl-grpo)")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds one variant may take before it is stopped")
     ap.add_argument("--workdir", default=None, help="keep the scratch files here (default: a temporary folder)")
     return ap
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if "training" in args.sections:
             from .bench_train import run_training
 
-            report["training"] = run_training(args, model, workdir / "training")
+            report["training"] = run_training(args, model, workdir / "training", args.train_variants)
         if "scoring" in args.sections:
             from .bench_scoring import run_scoring
 
