@@ -20,7 +20,7 @@ FORMAT = re.compile(r"^<think>.+</think><answer>.+</answer>$", re.S)
 
 
 def cot_response(label: str) -> str:
-    return f"<think>The face looks {label}.</think><answer>{label}</answer>"
+    return f"<think>I look at the eyes and the mouth.</think><answer>{label}</answer>"
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_learning_signal_through_the_script_then_reload_and_generate(tiny_model,
     log_text = (out / "train_sft.log").read_text()
     assert "1 process(es) per node" in log_text and "--learning_rate 1e-2" in log_text
     answers = greedy_answers(out, cot_set)
-    assert all(FORMAT.match(a) for a in answers), answers
+    assert all(FORMAT.match(a) for a in answers), (answers, losses)
 
 
 @pytest.mark.slow
