@@ -30,8 +30,9 @@ TOY_REWARD = "def by_length(completions, **kwargs):\n    return [len(c[0]['conte
 # 2 prompts x 2 generations per step and process, 4 new tokens: small enough for two CPU cores.
 SMALL_RUN = ["--num_generations", "2", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
              "--max_completion_length", "4", "--logging_steps", "1", "--gradient_checkpointing", "false",
-             "--reward_funcs", "accuracy", "format", "toy_reward:by_length", "--seed", "0",
-             "--generation_kwargs", '{"suppress_tokens": []}']  # the guard must hold even against this
+             "--reward_funcs", "accuracy", "format", "toy_reward:by_length", "--seed", "0"]
+# transformers generation: TRL's own ban on the image token lifted; our guard must hold even so
+UNBANNED = ["--generation_kwargs", '{"suppress_tokens": []}']
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -138,7 +139,7 @@ def weights(path: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------- unit tests
 def test_cut_at_placeholders():
-    from unifer.train.grpo import cut_at_placeholders
+    from unifer.train.grpo_trainer import cut_at_placeholders
 
     ids = [[5, 6, IMAGE_PAD, 7], [IMAGE_PAD, 1], [8, 9], (10, 151656)]
     logprobs = [[-1.0, -2.0, -3.0, -4.0], [-5.0, -6.0], [-7.0, -8.0], [-9.0, -1.5]]
@@ -152,7 +153,7 @@ def test_cut_at_placeholders():
 def test_guarded_generation_kwargs_merge_with_the_users(tiny_model):
     from transformers import AutoProcessor
 
-    from unifer.train.grpo import guarded_generation_kwargs, placeholder_token_ids
+    from unifer.train.grpo_trainer import guarded_generation_kwargs, placeholder_token_ids
 
     processor = AutoProcessor.from_pretrained(tiny_model)
     assert placeholder_token_ids(processor) == [IMAGE_PAD, 151656]
@@ -225,7 +226,7 @@ def one_process_run(prone_model, rlvr, tmp_path_factory):
     trace = out.parent / "trace.jsonl"
     t0 = time.time()
     result = run_script(grpo_env(prone_model, rlvr, out), [
-        *SMALL_RUN, "--max_steps", "2", "--save_steps", "1", "--save_only_model", "false",
+        *SMALL_RUN, *UNBANNED, "--max_steps", "2", "--save_steps", "1", "--save_only_model", "false",
         "--trace_images", str(trace)])
     return result, out, trace, time.time() - t0
 
@@ -252,7 +253,7 @@ def test_resume_from_checkpoint_continues_the_run(one_process_run, prone_model, 
     _, first, _, _ = one_process_run
     out, trace = tmp_path / "resumed", tmp_path / "trace.jsonl"
     check(run_script(grpo_env(prone_model, rlvr, out), [
-        *SMALL_RUN, "--max_steps", "2", "--save_strategy", "no", "--trace_images", str(trace),
+        *SMALL_RUN, *UNBANNED, "--max_steps", "2", "--save_strategy", "no", "--trace_images", str(trace),
         "--resume_from_checkpoint", str(first / "checkpoint-1")]))
     rows = [json.loads(line) for line in trace.read_text().splitlines()]
     assert {r["step"] for r in rows} == {1}  # only the second step ran
@@ -266,7 +267,7 @@ def test_resume_from_checkpoint_continues_the_run(one_process_run, prone_model, 
 def test_two_processes_zero3(prone_model, rlvr, tmp_path):
     out, trace = tmp_path / "out", tmp_path / "trace.jsonl"
     check(run_script(grpo_env(prone_model, rlvr, out, NPROC_PER_NODE="2", DEEPSPEED_CONFIG="zero3"), [
-        *SMALL_RUN, "--max_steps", "2", "--save_strategy", "no", "--trace_images", str(trace)]))
+        *SMALL_RUN, *UNBANNED, "--max_steps", "2", "--save_strategy", "no", "--trace_images", str(trace)]))
     rows = assert_own_images(trace, expected_digests(prone_model, rlvr))
     assert {r["rank"] for r in rows} == {0, 1}
     saved, before = weights(out), weights(prone_model)
@@ -287,6 +288,130 @@ def test_colocate_vllm(prone_model, rlvr, tmp_path):
 @pytest.mark.slow
 def test_without_the_guard_an_image_pad_completion_kills_the_step(prone_model, rlvr, tmp_path):
     result = run_script(grpo_env(prone_model, rlvr, tmp_path / "out"), [
-        *SMALL_RUN, "--max_steps", "1", "--save_strategy", "no", "--image_pad_guard", "false"])
+        *SMALL_RUN, *UNBANNED, "--max_steps", "1", "--save_strategy", "no", "--image_pad_guard", "false"])
     assert result.returncode != 0
     assert "Image features and image tokens do not match" in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------ server mode (stand-in server, CPU)
+STANDIN = r'''
+import http.server, json, os, subprocess, sys, time
+mode = os.environ["STANDIN_MODE"]
+out = os.environ["STANDIN_DIR"]
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # like vLLM's engine worker
+with open(os.path.join(out, "pids"), "w") as f:
+    f.write(f"{os.getpid()} {child.pid}\n")
+print("stand-in up", os.environ["VLLM_HOST"], os.environ["VLLM_PORT"], os.environ["VLLM_MODEL"], flush=True)
+if mode == "crash":
+    sys.exit(3)
+if mode == "never":
+    time.sleep(600)
+ANSWERS = {"/health": {}, "/v1/models": {"data": [{"id": os.environ["VLLM_MODEL"]}]},
+           "/server_info": {"vllm_config": {"weight_transfer_config": {"backend": "nccl"}}},
+           "/get_world_size": {"world_size": 1}}
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        with open(os.path.join(out, "requests"), "a") as f:
+            f.write(path + "\n")
+        body = json.dumps(ANSWERS.get(path, {})).encode()
+        self.send_response(200 if path in ANSWERS else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+    do_POST = do_GET
+http.server.HTTPServer((os.environ["VLLM_HOST"], int(os.environ["VLLM_PORT"])), Handler).serve_forever()
+'''
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def standin(tmp_path):
+    (tmp_path / "standin.py").write_text(STANDIN)
+    return tmp_path
+
+
+def server_env(model, rlvr, standin, mode, **extra) -> dict:
+    return grpo_env(model, rlvr, standin / "out", VLLM_MODE="server", VLLM_PORT=str(free_port()),
+                    VLLM_SERVER_CMD=f"{sys.executable} {standin / 'standin.py'}", STANDIN_MODE=mode,
+                    STANDIN_DIR=str(standin), **extra)
+
+
+def standin_pids(standin) -> list[int]:
+    return [int(p) for p in (standin / "pids").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def session_members(sid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+def test_server_mode_starts_waits_trains_against_it_and_stops_it(prone_model, rlvr, standin):
+    env = server_env(prone_model, rlvr, standin, "healthy")
+    result = run_script(env, [*SMALL_RUN, "--max_steps", "1", "--save_strategy", "no"])
+    output = result.stdout + result.stderr
+    # On CPU the trainer gets as far as the weight sync, which needs CUDA: that is the honest end of the road.
+    assert result.returncode != 0 and "needs a CUDA device" in output, output[-3000:]
+    assert "vLLM server healthy" in output and "vLLM server stopped" in output
+    requests = (standin / "requests").read_text().split()
+    assert {"/health", "/v1/models", "/server_info"} <= set(requests)  # the trainer talked to this server
+    server_log = (standin / "out" / "vllm_server.log").read_text()
+    assert f"stand-in up 127.0.0.1 {env['VLLM_PORT']} {prone_model}" in server_log
+    assert not any(alive(p) for p in standin_pids(standin))  # server and its worker are gone
+
+
+def test_server_that_never_gets_healthy_times_out_clearly(tiny_model, rlvr, standin):
+    t0 = time.time()
+    result = run_script(server_env(tiny_model, rlvr, standin, "never", VLLM_SERVER_TIMEOUT="2"), [])
+    assert result.returncode == 2
+    assert re.search(r"error: the vLLM server was not healthy at http://127\.0\.0\.1:\d+/health after 2 s", result.stderr)
+    assert "stand-in up 127.0.0.1" in result.stderr  # its log tail is shown
+    assert not any(alive(p) for p in standin_pids(standin))
+    assert time.time() - t0 < 60
+
+
+def test_server_that_dies_is_reported(tiny_model, rlvr, standin):
+    result = run_script(server_env(tiny_model, rlvr, standin, "crash"), [])
+    assert result.returncode == 2
+    assert "error: the vLLM server exited (status 3) before it was healthy" in result.stderr
+    assert not any(alive(p) for p in standin_pids(standin))  # the orphaned worker too
+
+
+def test_ctrl_c_stops_the_server_and_leaves_no_process(tiny_model, rlvr, standin):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **server_env(tiny_model, rlvr, standin, "never")}
+    proc = subprocess.Popen(["bash", str(SCRIPT)], env=env, cwd="/", stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (standin / "pids").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    server, worker = standin_pids(standin)
+    assert alive(server) and alive(worker)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground job
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "vLLM server stopped" in stderr
+    assert not alive(server) and not alive(worker)
+    assert session_members(proc.pid) == []

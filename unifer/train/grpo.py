@@ -11,19 +11,18 @@ difference are in ``train_unifer/GRPO_MAPPING.md``). Corrections over the paper'
 
 - every prompt of a batch gets its own image (the paper gave all of them the first prompt's image), read from
   ``--image_root`` (the paper always read ``/dataset``);
-- the image-pad guard: image/video placeholder tokens are banned from sampling (TRL's transformers path bans only
-  the image token, its vLLM path nothing) and, should a backend emit one anyway, the completion is cut before it —
-  one such token otherwise kills the step with "Image features and image tokens do not match";
+- the image-pad guard (``--image_pad_guard``, on): a vision placeholder token in a completion otherwise kills the
+  step with "Image features and image tokens do not match" (see ``grpo_trainer``);
 - ``--max_prompt_length`` rejects an over-long prompt before training instead of cutting it (cutting from the
-  left, as the paper did, drops image tokens).
+  left, as the paper did, drops image tokens);
+- resuming restores the weights (transformers' Trainer silently does not for Qwen2.5-VL), and a colocated vLLM
+  follows the policy on CPU too (see ``grpo_trainer``).
 
 ``--trace_images FILE`` appends one JSON line per rollout and stage (generation, loss): the record's image_path,
-the decoded prompt and a SHA-256 of the pixels that stage used — what a test needs to see each prompt's own image.
+the decoded prompt and SHA-256s of the pixels that stage used — what a test needs to see each prompt's own image.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -43,6 +42,7 @@ from .common import (
     save_for_inference,
     setup_logging,
 )
+from .grpo_trainer import guarded_generation_kwargs, make_trainer_class
 
 log = logging.getLogger(__name__)
 
@@ -160,146 +160,6 @@ def build_dataset(records: list[dict], image_root, data_path):
     return lazy_image_dataset(rows, image_root, data_path, (*RLVR_FIELDS, "prompt"))
 
 
-# ----------------------------------------------------------------------------------------- image-pad guard
-def placeholder_token_ids(processor) -> list[int]:
-    """The image and video placeholder ids: the model swaps them for vision features, so one in a completion
-    makes the token count disagree with the features."""
-    tok = processor.tokenizer
-    ids = [tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")]
-    return [i for i in ids if i is not None and i != tok.unk_token_id]
-
-
-def guarded_generation_kwargs(user_kwargs: dict | None, processor, use_vllm: bool) -> dict:
-    """The user's generation kwargs plus a ban on placeholder tokens (vLLM ``bad_words``; transformers
-    ``suppress_tokens``, which replaces TRL's image-token-only default), merged with what the user asked."""
-    kwargs = dict(user_kwargs or {})
-    ids = placeholder_token_ids(processor)
-    if use_vllm:
-        words = [processor.tokenizer.convert_ids_to_tokens(i) for i in ids]
-        kwargs["bad_words"] = list(dict.fromkeys([*(kwargs.get("bad_words") or []), *words]))
-    else:
-        kwargs["suppress_tokens"] = sorted({*(kwargs.get("suppress_tokens") or []), *ids})
-    return kwargs
-
-
-def cut_at_placeholders(completion_ids: list, logprobs: list | None, banned: set[int], fallback_id: int):
-    """Each completion up to (not including) its first banned token; a completion that starts with one becomes
-    ``[fallback_id]`` (the EOS: an empty answer), with an unknown (None) sampling logprob. Returns the new lists
-    and how many completions were cut."""
-    new_ids, new_logprobs, cut = [], [] if logprobs is not None else None, 0
-    for k, ids in enumerate(completion_ids):
-        ids = list(ids)
-        first = next((j for j, t in enumerate(ids) if t in banned), None)
-        lp = list(logprobs[k]) if logprobs is not None else None
-        if first is not None:
-            cut += 1
-            ids = ids[:first] or [fallback_id]
-            if lp is not None:
-                lp = lp[:first] or [None]
-        new_ids.append(ids)
-        if new_logprobs is not None:
-            new_logprobs.append(lp)
-    return new_ids, new_logprobs, cut
-
-
-# ------------------------------------------------------------------------------------------------- trainer
-def pixel_digest(tensor) -> str:
-    return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def image_digest(image) -> str:
-    return hashlib.sha256(image.tobytes()).hexdigest()
-
-
-def split_pixels(pixel_values, image_grid_thw, images_per_sample: list[int]) -> list:
-    """Qwen2.5-VL's flat pixel patches → one tensor per sample."""
-    rows = image_grid_thw.prod(-1).tolist()
-    out, image, start = [], 0, 0
-    for n in images_per_sample:
-        length = int(sum(rows[image:image + n]))
-        out.append(pixel_values[start:start + length])
-        image, start = image + n, start + length
-    return out
-
-
-def make_trainer_class():
-    from peft import PeftModel
-    from trl import GRPOTrainer
-
-    def is_peft_model(model) -> bool:
-        return isinstance(model, PeftModel)
-
-    class UniferGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer + the post-hoc half of the image-pad guard + the optional image trace."""
-
-        def __init__(self, *args, image_pad_guard: bool = True, trace_images: str | None = None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.banned_ids = set(placeholder_token_ids(self.processing_class)) if image_pad_guard else set()
-            self.trace_path = trace_images
-            self._trace_paths: list[str] = []
-
-        def _generate_and_score_completions(self, inputs):
-            self._trace_paths = [x.get("image_path") for x in inputs]
-            output = super()._generate_and_score_completions(inputs)
-            if self.trace_path:
-                output["trace_image_path"] = list(self._trace_paths)
-            return output
-
-        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
-            if self.trace_path:
-                pixels = None
-                if multimodal_fields and "pixel_values" in multimodal_fields:
-                    pixels = split_pixels(multimodal_fields["pixel_values"], multimodal_fields["image_grid_thw"],
-                                          [len(i or []) for i in images])
-                self._trace("generation", prompt_ids, self._trace_paths,
-                            [[image_digest(i) for i in (imgs or [])] for imgs in images],
-                            [pixel_digest(p) for p in pixels] if pixels is not None else None)
-            completion_ids, logprobs = super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
-            if self.banned_ids:
-                completion_ids, logprobs, cut = cut_at_placeholders(
-                    completion_ids, logprobs, self.banned_ids, self.eos_token_ids[0])
-                if cut:
-                    log.warning("image-pad guard: %d completion(s) cut before a vision placeholder token", cut)
-            return completion_ids, logprobs
-
-        def _compute_loss(self, model, inputs):
-            if self.trace_path and "trace_image_path" in inputs:
-                prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["prompt_ids"],
-                                                                               inputs["prompt_mask"])]
-                pixels = split_pixels(inputs["pixel_values"], inputs["image_grid_thw"], inputs["num_images"])
-                self._trace("loss", prompt_ids, inputs["trace_image_path"], None, [pixel_digest(p) for p in pixels])
-            return super()._compute_loss(model, inputs)
-
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            # transformers' Trainer loads a checkpoint's raw state dict with strict=False; Qwen2.5-VL checkpoints
-            # are saved under the original key names (model.layers.*, visual.*), so every key misses and resuming
-            # silently keeps the initial weights. Load through from_pretrained, which converts the names.
-            model = self.model if model is None else model
-            if is_peft_model(model) or not os.path.isfile(os.path.join(resume_from_checkpoint, "config.json")):
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-            restored = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, device_map=None)
-            model.load_state_dict(restored.state_dict(), strict=True)
-            del restored
-            if not os.path.isfile(os.path.join(resume_from_checkpoint, "optimizer.pt")):
-                log.warning("%s holds the model only (--save_only_model true): the optimizer and the learning-rate "
-                            "schedule start afresh", resume_from_checkpoint)
-
-        def _trace(self, stage, prompt_ids, image_paths, image_shas, pixel_shas):
-            texts = self.processing_class.batch_decode(prompt_ids, skip_special_tokens=True)
-            with open(self.trace_path, "a", encoding="utf-8") as f:
-                for k, text in enumerate(texts):
-                    row = {"stage": stage, "rank": self.accelerator.process_index, "step": self.state.global_step,
-                           "image_path": image_paths[k], "prompt": text}
-                    if image_shas is not None:
-                        row["image_sha"] = image_shas[k]
-                    if pixel_shas is not None:
-                        row["pixel_sha"] = pixel_shas[k]
-                    f.write(json.dumps(row) + "\n")
-
-    return UniferGRPOTrainer
-
-
 # ---------------------------------------------------------------------------------------------------- main
 def resume_checkpoint(training_args) -> str | None:
     """``--resume_from_checkpoint`` PATH, or ``true``/``latest`` for the newest checkpoint-* in output_dir;
@@ -332,6 +192,11 @@ def apply_settings(script_args, training_args, model_args, processor) -> None:
                                        "attn_implementation": model_args.attn_implementation}
     if training_args.gradient_checkpointing_kwargs is None:
         training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    deepspeed_config = getattr(training_args, "hf_deepspeed_config", None)
+    if deepspeed_config is not None:
+        # zero.Init checks train_batch_size against micro-batch x accumulation x ITS world size while the model
+        # loads, which is 1 where DeepSpeed's communicator is not up yet (CPU runs): let DeepSpeed derive it.
+        deepspeed_config.config.pop("train_batch_size", None)
     if training_args.use_vllm and training_args.vllm_max_model_length is None and script_args.max_prompt_length:
         # the paper's max_model_len; without it vLLM reserves KV cache for the model's whole context
         training_args.vllm_max_model_length = script_args.max_prompt_length + training_args.max_completion_length

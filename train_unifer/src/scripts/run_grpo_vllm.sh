@@ -145,7 +145,7 @@ start_server() {
     until server_healthy; do
         if ! kill -0 "$server_pid" 2> /dev/null; then
             wait "$server_pid" 2> /dev/null && status=0 || status=$?
-            server_pid=""
+            stop_server  # its workers may outlive it
             tail -n 20 "$VLLM_SERVER_LOG" >&2 || true
             unifer_die "the vLLM server exited (status $status) before it was healthy; see $VLLM_SERVER_LOG"
         fi

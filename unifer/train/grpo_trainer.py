@@ -1,0 +1,189 @@
+"""GRPOTrainer, adapted: the image-pad guard, an optional per-rollout image trace, correct resumption, and a
+colocated vLLM that really follows the policy.
+
+- Image-pad guard. A completion holding an image/video placeholder token makes the next forward pass fail with
+  "Image features and image tokens do not match" (R1-V#91, trl#3847). ``guarded_generation_kwargs`` bans the
+  placeholders at sampling time (vLLM ``bad_words``; transformers ``suppress_tokens``, of which TRL sets only the
+  image token); should a backend emit one anyway, ``cut_at_placeholders`` ends the completion before it.
+- Image trace (``--trace_images``): per rollout, at generation and at the loss, the record's image_path, the decoded
+  prompt and SHA-256s of the image and of the pixel patches used: the evidence that each prompt gets its own image.
+- Resumption. transformers' Trainer loads a checkpoint's raw state dict with ``strict=False``; Qwen2.5-VL is saved
+  under its original key names, so every key misses and a resumed run silently restarts from the initial weights.
+  We load through ``from_pretrained``, which maps the names.
+- Colocated vLLM. TRL pushes the new weights into vLLM parameter by parameter. vLLM's CPU backend repacks linear
+  weights and drops the originals, so that push fails; on CPU we use vLLM's layer-wise reload (and repack the LM
+  head, which shares the embedding weight). Everywhere, vLLM's vision-encoder cache is cleared after each push:
+  features it cached for an image under the old weights would otherwise be reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------- image-pad guard
+def placeholder_token_ids(processor) -> list[int]:
+    """The image and video placeholder ids: the model swaps them for vision features, so one in a completion
+    makes the token count disagree with the features."""
+    tok = processor.tokenizer
+    ids = [tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")]
+    return [i for i in ids if i is not None and i != tok.unk_token_id]
+
+
+def guarded_generation_kwargs(user_kwargs: dict | None, processor, use_vllm: bool) -> dict:
+    """The user's generation kwargs plus a ban on placeholder tokens (vLLM ``bad_words``; transformers
+    ``suppress_tokens``, which replaces TRL's image-token-only default), merged with what the user asked."""
+    kwargs = dict(user_kwargs or {})
+    ids = placeholder_token_ids(processor)
+    if use_vllm:
+        words = [processor.tokenizer.convert_ids_to_tokens(i) for i in ids]
+        kwargs["bad_words"] = list(dict.fromkeys([*(kwargs.get("bad_words") or []), *words]))
+    else:
+        kwargs["suppress_tokens"] = sorted({*(kwargs.get("suppress_tokens") or []), *ids})
+    return kwargs
+
+
+def cut_at_placeholders(completion_ids: list, logprobs: list | None, banned: set[int], fallback_id: int):
+    """Each completion up to (not including) its first banned token; a completion that starts with one becomes
+    ``[fallback_id]`` (the EOS: an empty answer), with an unknown (None) sampling logprob. Returns the new lists
+    and how many completions were cut."""
+    new_ids, new_logprobs, cut = [], [] if logprobs is not None else None, 0
+    for k, ids in enumerate(completion_ids):
+        ids = list(ids)
+        first = next((j for j, t in enumerate(ids) if t in banned), None)
+        lp = list(logprobs[k]) if logprobs is not None else None
+        if first is not None:
+            cut += 1
+            ids = ids[:first] or [fallback_id]
+            if lp is not None:
+                lp = lp[:first] or [None]
+        new_ids.append(ids)
+        if new_logprobs is not None:
+            new_logprobs.append(lp)
+    return new_ids, new_logprobs, cut
+
+
+# ------------------------------------------------------------------------------------------------- trainer
+def keep_colocated_vllm_in_sync(generation) -> None:
+    """Replace TRL's ``sync_weights`` of a colocated vLLM (see the module doc)."""
+    from vllm.platforms import current_platform
+
+    llm, trl_sync = generation.llm, generation.sync_weights
+
+    def sync_weights():
+        if current_platform.is_cpu():
+            runner = llm.llm_engine.model_executor.driver_worker.model_runner
+            runner.reload_weights(weights_iterator=generation._iter_named_params(), is_checkpoint_format=True)
+            for name, module in runner.model.named_modules():
+                if name.endswith("lm_head") and hasattr(module, "quant_method"):
+                    module.quant_method.process_weights_after_loading(module)
+        else:
+            trl_sync()
+        llm.llm_engine.reset_encoder_cache()
+        llm.reset_mm_cache()
+        llm.reset_prefix_cache()
+
+    generation.sync_weights = sync_weights
+
+
+def pixel_digest(tensor) -> str:
+    return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def image_digest(image) -> str:
+    return hashlib.sha256(image.tobytes()).hexdigest()
+
+
+def split_pixels(pixel_values, image_grid_thw, images_per_sample: list[int]) -> list:
+    """Qwen2.5-VL's flat pixel patches → one tensor per sample."""
+    rows = image_grid_thw.prod(-1).tolist()
+    out, image, start = [], 0, 0
+    for n in images_per_sample:
+        length = int(sum(rows[image:image + n]))
+        out.append(pixel_values[start:start + length])
+        image, start = image + n, start + length
+    return out
+
+
+def make_trainer_class():
+    from peft import PeftModel
+    from trl import GRPOTrainer
+
+    def is_peft_model(model) -> bool:
+        return isinstance(model, PeftModel)
+
+    class UniferGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer + the post-hoc half of the image-pad guard + the optional image trace."""
+
+        def __init__(self, *args, image_pad_guard: bool = True, trace_images: str | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.use_vllm and self.args.vllm_mode == "colocate":
+                keep_colocated_vllm_in_sync(self.vllm_generation)
+            self.banned_ids = set(placeholder_token_ids(self.processing_class)) if image_pad_guard else set()
+            self.trace_path = trace_images
+            self._trace_paths: list[str] = []
+
+        def _generate_and_score_completions(self, inputs):
+            self._trace_paths = [x.get("image_path") for x in inputs]
+            output = super()._generate_and_score_completions(inputs)
+            if self.trace_path:
+                output["trace_image_path"] = list(self._trace_paths)
+            return output
+
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+            if self.trace_path:
+                pixels = None
+                if multimodal_fields and "pixel_values" in multimodal_fields:
+                    pixels = split_pixels(multimodal_fields["pixel_values"], multimodal_fields["image_grid_thw"],
+                                          [len(i or []) for i in images])
+                self._trace("generation", prompt_ids, self._trace_paths,
+                            [[image_digest(i) for i in (imgs or [])] for imgs in images],
+                            [pixel_digest(p) for p in pixels] if pixels is not None else None)
+            completion_ids, logprobs = super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
+            if self.banned_ids:
+                completion_ids, logprobs, cut = cut_at_placeholders(
+                    completion_ids, logprobs, self.banned_ids, self.eos_token_ids[0])
+                if cut:
+                    log.warning("image-pad guard: %d completion(s) cut before a vision placeholder token", cut)
+            return completion_ids, logprobs
+
+        def _compute_loss(self, model, inputs):
+            if self.trace_path and "trace_image_path" in inputs:
+                prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["prompt_ids"],
+                                                                               inputs["prompt_mask"])]
+                pixels = split_pixels(inputs["pixel_values"], inputs["image_grid_thw"], inputs["num_images"])
+                self._trace("loss", prompt_ids, inputs["trace_image_path"], None, [pixel_digest(p) for p in pixels])
+            return super()._compute_loss(model, inputs)
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            # transformers' Trainer loads a checkpoint's raw state dict with strict=False; Qwen2.5-VL checkpoints
+            # are saved under the original key names (model.layers.*, visual.*), so every key misses and resuming
+            # silently keeps the initial weights. Load through from_pretrained, which converts the names.
+            model = self.model if model is None else model
+            if is_peft_model(model) or not os.path.isfile(os.path.join(resume_from_checkpoint, "config.json")):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            restored = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, device_map=None)
+            model.load_state_dict(restored.state_dict(), strict=True)
+            del restored
+            if not os.path.isfile(os.path.join(resume_from_checkpoint, "optimizer.pt")):
+                log.warning("%s holds the model only (--save_only_model true): the optimizer and the learning-rate "
+                            "schedule start afresh", resume_from_checkpoint)
+
+        def _trace(self, stage, prompt_ids, image_paths, image_shas, pixel_shas):
+            texts = self.processing_class.batch_decode(prompt_ids, skip_special_tokens=True)
+            with open(self.trace_path, "a", encoding="utf-8") as f:
+                for k, text in enumerate(texts):
+                    row = {"stage": stage, "rank": self.accelerator.process_index, "step": self.state.global_step,
+                           "image_path": image_paths[k], "prompt": text}
+                    if image_shas is not None:
+                        row["image_sha"] = image_shas[k]
+                    if pixel_shas is not None:
+                        row["pixel_sha"] = pixel_shas[k]
+                    f.write(json.dumps(row) + "\n")
+
+    return UniferGRPOTrainer
