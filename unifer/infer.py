@@ -156,6 +156,8 @@ def answer_all(engine, records, pending: list[int], image_root, batch_size: int,
                                           f"in {progress.path}: rerun with a smaller --batch-size") from None
                     e.add_note(f"finished items are saved in {progress.path}; rerun to resume")
                     raise
+                if len(answers) != len(ok):
+                    raise RuntimeError(f"{engine.name} engine returned {len(answers)} answers for {len(ok)} requests")
                 finished += [(i, {**records[i], "model_response": text}) for (i, _), (text, _) in zip(ok, answers)]
                 tokens += sum(count for _, count in answers)
             progress.append(sorted(finished))
