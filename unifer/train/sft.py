@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     processor = load_processor(model_args.model_name_or_path, revision=model_args.model_revision)
     model = load_vl_model(model_args)
     collator = CoTCollator(processor, assistant_only_loss=training_args.assistant_only_loss)
-    # Our collator applies the mask; TRL's own assistant_only_loss would swap in a different chat template.
+    # Our collator applies the mask. TRL reads the flag only while constructing the trainer (to swap in its own
+    # training chat template), so it is off for that moment and restored for the saved training arguments.
     training_args.assistant_only_loss = False
 
     trainer = SFTTrainer(
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         processing_class=processor,
         peft_config=peft_config_from(model_args),
     )
+    training_args.assistant_only_loss = collator.assistant_only_loss
     trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))
     out = save_for_inference(trainer, processor, training_args.output_dir)
     if trainer.accelerator.is_main_process:

@@ -11,6 +11,7 @@
 #                                     or DEFAULT (relative to the repository root)
 #   unifer_require_dir PATH WHAT      fail unless PATH is a directory
 #   unifer_require_file PATH WHAT     fail unless PATH is a file
+#   unifer_is_count VALUE             true when VALUE is a positive integer
 #   unifer_visible_gpus               prints how many GPUs this node sees (CUDA_VISIBLE_DEVICES, else nvidia-smi)
 #   unifer_setup_launch DEFAULT_PORT  NPROC_PER_NODE (default: visible GPUs, 1 without GPUs), NNODES (1),
 #                                     NODE_RANK (0), MASTER_ADDR (127.0.0.1), MASTER_PORT; validated
