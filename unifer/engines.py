@@ -17,8 +17,9 @@ Two details keep answers equal across engines and batch sizes:
 - vLLM's text detokenizer is bypassed (``detokenize=False``); its token ids are decoded by the same tokenizer call
   as the hf engine's.
 
-Measured on the tiny model in float32 (63 real photos, mixed prompt lengths, 64 new tokens, penalty 1.05): the
-paper's loop, hf at batch 1, hf at batch 8 and vLLM 0.32 on CPU give identical answers for 63 of 63 items.
+Measured on the tiny model in float32 with penalty 1.05: hf at batch 8 (mixed prompt lengths, left-padded) and
+vLLM 0.32 on CPU give identical answers for 63 of 63 real photos at 64 new tokens; the tests check the paper's
+loop = hf at batch 1 = hf at batch 4 (48 tokens) and vLLM = hf (48 tokens).
 In bfloat16 (the GPU default) rounding depends on kernels and batch shapes, so the engines, and batch sizes, can
 part at near-tied logits; ``--dtype float32 --batch-size 1`` is the exact reproduction.
 """
