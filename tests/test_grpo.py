@@ -186,6 +186,18 @@ def test_prompt_lengths_are_exact_and_long_prompts_are_rejected(tiny_model, tmp_
     check_prompt_lengths(records, processor, None, "d.json")  # no limit
 
 
+def test_processor_keeps_the_paper_pixel_bounds(tiny_model):
+    from PIL import Image
+
+    from unifer.train.grpo import load_grpo_processor
+
+    processor = load_grpo_processor(tiny_model, None, 3136, 501760)
+    grid = processor.image_processor(images=[Image.new("RGB", (2000, 1500))], return_tensors="pt")["image_grid_thw"]
+    assert int(grid.prod()) * 14 * 14 <= 501760  # the 12845056 default would keep ~3M pixels
+    grid = processor.image_processor(images=[Image.new("RGB", (224, 224))], return_tensors="pt")["image_grid_thw"]
+    assert grid.tolist() == [[1, 16, 16]]  # 224×224: 64 image tokens after the 2×2 merge
+
+
 def test_paper_defaults_and_batch_mapping(tiny_model, rlvr):
     from trl import ModelConfig
 
@@ -205,6 +217,30 @@ def test_paper_defaults_and_batch_mapping(tiny_model, rlvr):
     assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.steps_per_generation) == (8, 4, 4)
     prompts_per_update_on_7_processes = cfg.per_device_train_batch_size * 7 * cfg.gradient_accumulation_steps // 8
     assert prompts_per_update_on_7_processes == 28
+
+
+def test_resume_target_is_checked_before_anything_loads(tmp_path):
+    from types import SimpleNamespace
+
+    from unifer.errors import UniferError
+    from unifer.train.grpo import resume_checkpoint
+
+    def args(value, deepspeed=None):
+        return SimpleNamespace(resume_from_checkpoint=value, output_dir=str(tmp_path), deepspeed=deepspeed)
+
+    assert resume_checkpoint(args(None)) is None and resume_checkpoint(args("false")) is None
+    with pytest.raises(UniferError, match="no checkpoint-\\* directory in"):
+        resume_checkpoint(args("latest"))
+    for step in (1, 2):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert resume_checkpoint(args("true")) == str(tmp_path / "checkpoint-2")
+    with pytest.raises(UniferError, match="not a training checkpoint"):
+        resume_checkpoint(args(str(tmp_path)))
+    with pytest.raises(UniferError, match="--save_only_model true .* holds no DeepSpeed state"):
+        resume_checkpoint(args(str(tmp_path / "checkpoint-1"), deepspeed="zero3.json"))
+    (tmp_path / "checkpoint-1" / "global_step1").mkdir()
+    assert resume_checkpoint(args(str(tmp_path / "checkpoint-1"), deepspeed="zero3.json")).endswith("checkpoint-1")
 
 
 def test_script_server_flags_parse_with_trl_vllm_serve():

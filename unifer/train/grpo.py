@@ -86,7 +86,6 @@ class GRPOScriptArguments(_base("ScriptArguments")):
     trace_images: str | None = field(
         default=None, metadata={"help": "append per-rollout image fingerprints (JSONL) at generation and loss"}
     )
-    max_samples: int | None = field(default=None, metadata={"help": "train on the first N records only"})
 
 
 @dataclass
@@ -118,6 +117,14 @@ class GRPOPaperConfig(_base("GRPOConfig")):
 
 
 # ------------------------------------------------------------------------------------------------------ data
+def load_grpo_processor(model_path, revision, min_pixels: int, max_pixels: int):
+    """The checkpoint's processor with the paper's pixel bounds (no-ops for 224×224 images, kept for fidelity)."""
+    processor = load_processor(model_path, revision=revision)
+    processor.image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    processor.tokenizer.padding_side = "left"  # as GRPOTrainer's own loading does
+    return processor
+
+
 def build_prompt(problem: str) -> list[dict]:
     """One user turn; GRPOTrainer puts the row's image in front of the text, as the paper's conversation has it."""
     return [{"role": "user", "content": problem}]
@@ -186,8 +193,6 @@ def resume_checkpoint(training_args) -> str | None:
 
 def apply_settings(script_args, training_args, model_args, processor) -> None:
     """What the paper's trainer did implicitly, spelled out for GRPOTrainer."""
-    if model_args.model_name_or_path is None:
-        model_args.model_name_or_path = str(DEFAULT_MODEL)
     training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype,
                                        "attn_implementation": model_args.attn_implementation}
     if training_args.gradient_checkpointing_kwargs is None:
@@ -218,11 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
     records = check_training_inputs(model_args.model_name_or_path, script_args.dataset_name, "rlvr",
                                     script_args.image_root)
-    if script_args.max_samples:
-        records = records[: script_args.max_samples]
-    processor = load_processor(model_args.model_name_or_path, revision=model_args.model_revision)
-    processor.image_processor.size = {"shortest_edge": script_args.min_pixels, "longest_edge": script_args.max_pixels}
-    processor.tokenizer.padding_side = "left"  # as GRPOTrainer loads its own
+    processor = load_grpo_processor(model_args.model_name_or_path, model_args.model_revision,
+                                    script_args.min_pixels, script_args.max_pixels)
     check_prompt_lengths(records, processor, script_args.max_prompt_length, script_args.dataset_name)
     apply_settings(script_args, training_args, model_args, processor)
     resume = resume_checkpoint(training_args)
