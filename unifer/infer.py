@@ -98,9 +98,11 @@ def resolve_run(args, set_key: str) -> dict:
     """Check everything cheap before anything heavy: model, input, flags. Returns the plan."""
     ferset = get_set(set_key)
     model = resolve_path(args.model or _default_path("UNIFER_MODEL", DEFAULT_MODEL))
+    if not args.model and not model.exists():
+        raise UniferError(f"model path not found: {model} (pass --model PATH or set $UNIFER_MODEL)")
     check_model_dir(model)
     input_path = resolve_path(args.input) if args.input else ferset.default_qa_path()
-    records = load_records(input_path, "qa", hint=f"build it with python -m unifer.ferbench build --set {set_key}")
+    records = load_records(input_path, "qa", hint="build it with python -m unifer.ferbench build --image-root DIR")
     if args.limit is not None:
         if args.limit < 1:
             raise UniferError(f"--limit must be at least 1, got {args.limit}")
@@ -139,7 +141,7 @@ def load_batch(records: list[dict], indices: list[int], image_root) -> tuple[lis
 
 def answer_all(engine, records, pending: list[int], image_root, batch_size: int, progress: ProgressFile, bar) -> int:
     """Answer ``pending`` in batches, recording each batch as it finishes. Images of the next batch are decoded
-    in a thread while the current one generates. Returns the generated token count."""
+    in a thread while the current one generates. Returns (generated tokens, seconds)."""
     batches = [pending[k:k + batch_size] for k in range(0, len(pending), batch_size)]
     tokens, started = 0, time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -163,7 +165,7 @@ def answer_all(engine, records, pending: list[int], image_root, batch_size: int,
             progress.append(sorted(finished))
             bar.update(len(finished))
             bar.set_postfix_str(f"{tokens / max(time.perf_counter() - started, 1e-9):.1f} tokens/s", refresh=False)
-    return tokens
+    return tokens, time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None, set_key: str | None = None) -> int:
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None, set_key: str | None = None) -> int:
     with ProgressFile(ppath, run, overwrite=args.overwrite,
                       wait_message=f"another run is writing {ppath}; let it finish or choose another --output") as progress:
         pending = [i for i in indices if i not in progress.done]
-        tokens = 0
+        tokens, seconds = 0, 0.0
         if pending:
             from tqdm import tqdm
 
@@ -200,14 +202,15 @@ def main(argv: list[str] | None = None, set_key: str | None = None) -> int:
             try:
                 with tqdm(total=len(indices), initial=len(indices) - len(pending), unit="item", desc=ferset.name,
                           dynamic_ncols=True) as bar:
-                    tokens = answer_all(engine, records, pending, plan["image_root"], plan["batch_size"], progress, bar)
+                    tokens, seconds = answer_all(engine, records, pending, plan["image_root"], plan["batch_size"], progress, bar)
             finally:
                 engine.close()
         results = results_in_order(progress.done, indices)
         wall = time.perf_counter() - started
         errors = sum(1 for r in results if r.get("error") is True)
-        rate = f"{len(pending) / wall:.2f} items/s, {tokens / wall:.1f} tokens/s" if pending else "nothing left to do"
-        summary = f"{ferset.name}: {len(results)} items, {errors} errors, {len(pending)} answered in {wall:.1f}s ({rate})"
+        rate = (f"{len(pending)} done now in {seconds:.1f}s: {len(pending) / max(seconds, 1e-9):.2f} items/s, "
+                f"{tokens / max(seconds, 1e-9):.1f} tokens/s" if pending else "nothing left to do")
+        summary = f"{ferset.name}: {len(results)} items, {errors} errors ({rate}; wall time {wall:.1f}s)"
         if plan["shard"] is None:
             write_json_atomic(output, results)
             progress.remove()
