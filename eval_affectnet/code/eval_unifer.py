@@ -2,10 +2,8 @@
 import sys
 from pathlib import Path
 
-try:
-    import unifer  # noqa: F401  (installed, or already importable)
-except ImportError:  # a plain checkout: the package sits two folders up
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# The package of the checkout this script lives in (also where another copy is installed).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from unifer.scoring_cli import set_main
 

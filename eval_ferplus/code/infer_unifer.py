@@ -3,10 +3,8 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":  # vLLM re-imports this file in its worker processes
-    try:
-        import unifer  # noqa: F401
-    except ImportError:  # not installed: use the repository this script lives in
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    # The package of the checkout this script lives in (also where another copy is installed).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from unifer.infer import cli
 
     sys.exit(cli("ferplus"))
