@@ -97,7 +97,31 @@ unifer_setup_launch() {
     NNODES="${NNODES:-1}"
     NODE_RANK="${NODE_RANK:-0}"
     MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
-    MASTER_PORT="${MASTER_PORT:-$1}"
+    if [[ -z "${MASTER_PORT:-}" ]]; then
+        # One node: the paper's port when it is free, else any free port, so that two runs on one machine
+        # (or a test suite) do not collide. Several nodes must agree on it: keep the default.
+        MASTER_PORT="$1"
+        if (( NNODES == 1 )); then
+            MASTER_PORT="$("$PYTHON" - "$1" <<'PY'
+import socket, sys
+def free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+want = int(sys.argv[1])
+if free(want):
+    print(want)
+else:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+PY
+)"
+        fi
+    fi
     unifer_is_count "$NPROC_PER_NODE" || unifer_die "NPROC_PER_NODE must be a positive integer, got '$NPROC_PER_NODE'"
     unifer_is_count "$NNODES" || unifer_die "NNODES must be a positive integer, got '$NNODES'"
     [[ "$NODE_RANK" =~ ^[0-9]+$ ]] && (( NODE_RANK < NNODES )) \
