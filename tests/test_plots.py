@@ -121,3 +121,21 @@ def test_unwritable_figs_dir_is_one_clear_line(tmp_path, capsys, blocked):
                               "--figs-dir", str(tmp_path / blocked)])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: cannot write figure") and err.count("\n") == 1, err
+
+
+def test_training_curves_from_trainer_state(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from unifer.plots import read_log_history, training_curves
+
+    state = tmp_path / "trainer_state.json"
+    history = [{"step": i, "loss": 10.0 / i, "reward": i / 10} for i in range(1, 6)]
+    history.append({"train_runtime": 12.0, "total_flos": 1})  # the end-of-run summary has no step
+    state.write_text(json.dumps({"log_history": history}))
+    assert [e["step"] for e in read_log_history(state)] == [1, 2, 3, 4, 5]
+    out = training_curves([("SFT", state, ["loss"]), ("GRPO", state, ["reward", "not_logged"])], tmp_path / "c.png")
+    with Image.open(out) as im:
+        assert im.size[0] > 2 * im.size[1] > 0  # two panels side by side
+        assert len(set(im.convert("L").getdata())) > 10  # something was drawn

@@ -134,4 +134,32 @@ def accuracy_bars(rows: Sequence[dict], path: str | os.PathLike, title: str, div
     return save_figure(fig, path)
 
 
-# training_curves(...) (loss / reward / KL per step from a trainer's log history) belongs here too.
+def read_log_history(trainer_state: str | os.PathLike) -> list[dict]:
+    """The per-step log entries of a Trainer run (``trainer_state.json`` in its output or checkpoint dir)."""
+    import json
+
+    state = json.loads(Path(trainer_state).read_text(encoding="utf-8"))
+    return [e for e in state.get("log_history", []) if "step" in e]
+
+
+def training_curves(panels: Sequence[tuple[str, str | os.PathLike, Sequence[str]]], path: str | os.PathLike,
+                    title: str = "training curves") -> Path:
+    """One panel per (title, trainer_state.json, metric keys): each key's logged values against the step, e.g.
+    ``("cold-start SFT", sft/trainer_state.json, ["loss"])`` and ``("GRPO", ..., ["reward",
+    "rewards/format_reward/mean"])``. Keys a run did not log are skipped."""
+    fig = _new_figure(4.6 * len(panels), 3.4)
+    fig.suptitle(title)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel_title, state, keys) in zip(axes, panels):
+        history = read_log_history(state)
+        for key in keys:
+            pts = [(e["step"], e[key]) for e in history if isinstance(e.get(key), (int, float))]
+            if pts:
+                steps, values = zip(*pts)
+                ax.plot(steps, values, marker="o", markersize=3, linewidth=1.5, label=key)
+        ax.set_title(panel_title)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    return save_figure(fig, path)
