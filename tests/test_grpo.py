@@ -429,6 +429,16 @@ def test_server_that_never_gets_healthy_times_out_clearly(tiny_model, rlvr, stan
     assert time.time() - t0 < 60
 
 
+@pytest.mark.parametrize("visible, mode", [("", "none"), ("0", "colocate"), ("3,5,7", "server")])
+def test_default_mode_follows_the_visible_gpus(tmp_path, visible, mode):
+    result = run_script({"CUDA_VISIBLE_DEVICES": visible, "VLLM_MODE": "", "MODEL_PATH": str(tmp_path),
+                         "DATA_PATH": str(tmp_path / "missing.json"), "OUTPUT_DIR": str(tmp_path / "out")}, [])
+    assert f"rollouts: VLLM_MODE={mode}" in result.stderr
+    if mode == "server":  # the paper's topology: the last GPU serves, the others train
+        assert "vLLM on GPU 7, training on GPU(s) 3,5" in result.stderr
+    assert result.returncode == 2 and "error: RLVR training data (DATA_PATH) not found" in result.stderr
+
+
 def test_server_that_dies_is_reported(tiny_model, rlvr, standin):
     result = run_script(server_env(tiny_model, rlvr, standin, "crash"), [])
     assert result.returncode == 2

@@ -117,7 +117,7 @@ def make_trainer_class():
         return isinstance(model, PeftModel)
 
     class UniferGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer + the post-hoc half of the image-pad guard + the optional image trace."""
+        """GRPOTrainer + the image-pad cut + the image trace + correct resumption + colocated vLLM sync."""
 
         def __init__(self, *args, image_pad_guard: bool = True, trace_images: str | None = None, **kwargs):
             super().__init__(*args, **kwargs)
@@ -136,12 +136,13 @@ def make_trainer_class():
 
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
             if self.trace_path:
+                per_sample = images or [None] * len(prompt_ids)
                 pixels = None
                 if multimodal_fields and "pixel_values" in multimodal_fields:
                     pixels = split_pixels(multimodal_fields["pixel_values"], multimodal_fields["image_grid_thw"],
-                                          [len(i or []) for i in images])
+                                          [len(i or []) for i in per_sample])
                 self._trace("generation", prompt_ids, self._trace_paths,
-                            [[image_digest(i) for i in (imgs or [])] for imgs in images],
+                            [[image_digest(i) for i in (imgs or [])] for imgs in per_sample],
                             [pixel_digest(p) for p in pixels] if pixels is not None else None)
             completion_ids, logprobs = super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)

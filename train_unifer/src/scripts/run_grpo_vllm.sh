@@ -54,6 +54,7 @@ if [[ "$VLLM_MODE" == server ]] && (( gpus > 0 )); then
     TRAIN_DEVICES="$(IFS=,; echo "${devices[*]:0:${#devices[@]}-1}")"
     export CUDA_VISIBLE_DEVICES="$TRAIN_DEVICES"  # unifer_setup_launch now counts training GPUs only
 fi
+echo "rollouts: VLLM_MODE=$VLLM_MODE ($gpus GPU(s) visible${VLLM_DEVICE:+; vLLM on GPU $VLLM_DEVICE, training on GPU(s) $TRAIN_DEVICES})" >&2
 
 unifer_setup_launch 12345
 if (( UNIFER_VISIBLE_GPUS > 0 )); then
