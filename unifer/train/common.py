@@ -204,6 +204,49 @@ def save_for_inference(trainer, processor, output_dir: str | os.PathLike) -> Pat
     return out
 
 
+def resume_checkpoint(training_args) -> str | None:
+    """``--resume_from_checkpoint`` PATH, or ``true``/``latest`` for the newest checkpoint-* in output_dir;
+    checked before anything loads."""
+    value = training_args.resume_from_checkpoint
+    if value is None or str(value).lower() in ("", "false", "none"):
+        return None
+    target = value
+    if str(value).lower() in ("true", "latest"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        out = training_args.output_dir
+        target = get_last_checkpoint(out) if os.path.isdir(out) else None
+        if target is None:
+            raise UniferError(f"--resume_from_checkpoint {value}: no checkpoint-* directory in {out}")
+    if not os.path.isfile(os.path.join(target, "trainer_state.json")):
+        raise UniferError(f"not a training checkpoint (no trainer_state.json): {target}")
+    if training_args.deepspeed and not any(n.startswith("global_step") for n in os.listdir(target)):
+        raise UniferError(f"{target} was saved with --save_only_model true (the paper's setting) and holds no DeepSpeed "
+                          "state to resume from: train on with MODEL_PATH set to it, or save with --save_only_model "
+                          "false to make runs resumable")
+    return target
+
+
+class CheckpointWeightsMixin:
+    """Correct resumption for both trainers. transformers' Trainer loads a checkpoint's raw state dict with
+    ``strict=False``; Qwen2.5-VL checkpoints are saved under the original key names (model.layers.*, visual.*), so
+    every key misses and a resumed run silently keeps the initial weights. Load through ``from_pretrained``,
+    which converts the names, and require every key."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        from peft import PeftModel
+
+        model = self.model if model is None else model
+        if isinstance(model, PeftModel) or not os.path.isfile(os.path.join(resume_from_checkpoint, "config.json")):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        restored = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, device_map=None)
+        model.load_state_dict(restored.state_dict(), strict=True)
+        del restored
+        if not os.path.isfile(os.path.join(resume_from_checkpoint, "optimizer.pt")):
+            log.warning("%s holds the model only (--save_only_model true): the optimizer and the learning-rate "
+                        "schedule start afresh", resume_from_checkpoint)
+
+
 def setup_logging(main_process: bool = True) -> None:
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -33,6 +33,7 @@ from ..errors import DataError, UniferError, run_cli
 from ..registry import REPO_ROOT
 from ..rewards import DEFAULT_REWARD_FUNCS, resolve_reward_funcs
 from .common import (
+    resume_checkpoint,
     check_training_inputs,
     is_main_process,
     lazy_image_dataset,
@@ -168,29 +169,6 @@ def build_dataset(records: list[dict], image_root, data_path):
 
 
 # ---------------------------------------------------------------------------------------------------- main
-def resume_checkpoint(training_args) -> str | None:
-    """``--resume_from_checkpoint`` PATH, or ``true``/``latest`` for the newest checkpoint-* in output_dir;
-    checked before anything loads."""
-    value = training_args.resume_from_checkpoint
-    if value is None or str(value).lower() in ("", "false", "none"):
-        return None
-    target = value
-    if str(value).lower() in ("true", "latest"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        out = training_args.output_dir
-        target = get_last_checkpoint(out) if os.path.isdir(out) else None
-        if target is None:
-            raise UniferError(f"--resume_from_checkpoint {value}: no checkpoint-* directory in {out}")
-    if not os.path.isfile(os.path.join(target, "trainer_state.json")):
-        raise UniferError(f"not a training checkpoint (no trainer_state.json): {target}")
-    if training_args.deepspeed and not any(n.startswith("global_step") for n in os.listdir(target)):
-        raise UniferError(f"{target} was saved with --save_only_model true (the paper's setting) and holds no DeepSpeed "
-                          "state to resume from: train on with MODEL_PATH set to it, or save with --save_only_model "
-                          "false to make runs resumable")
-    return target
-
-
 def apply_settings(script_args, training_args, model_args, processor) -> None:
     """What the paper's trainer did implicitly, spelled out for GRPOTrainer."""
     training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype,

@@ -110,13 +110,11 @@ def split_pixels(pixel_values, image_grid_thw, images_per_sample: list[int]) -> 
 
 
 def make_trainer_class():
-    from peft import PeftModel
     from trl import GRPOTrainer
 
-    def is_peft_model(model) -> bool:
-        return isinstance(model, PeftModel)
+    from .common import CheckpointWeightsMixin
 
-    class UniferGRPOTrainer(GRPOTrainer):
+    class UniferGRPOTrainer(CheckpointWeightsMixin, GRPOTrainer):
         """GRPOTrainer + the image-pad cut + the image trace + correct resumption + colocated vLLM sync."""
 
         def __init__(self, *args, image_pad_guard: bool = True, trace_images: str | None = None, **kwargs):
@@ -160,20 +158,6 @@ def make_trainer_class():
                 pixels = split_pixels(inputs["pixel_values"], inputs["image_grid_thw"], inputs["num_images"])
                 self._trace("loss", prompt_ids, inputs["trace_image_path"], None, [pixel_digest(p) for p in pixels])
             return super()._compute_loss(model, inputs)
-
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            # transformers' Trainer loads a checkpoint's raw state dict with strict=False; Qwen2.5-VL checkpoints
-            # are saved under the original key names (model.layers.*, visual.*), so every key misses and resuming
-            # silently keeps the initial weights. Load through from_pretrained, which converts the names.
-            model = self.model if model is None else model
-            if is_peft_model(model) or not os.path.isfile(os.path.join(resume_from_checkpoint, "config.json")):
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-            restored = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, device_map=None)
-            model.load_state_dict(restored.state_dict(), strict=True)
-            del restored
-            if not os.path.isfile(os.path.join(resume_from_checkpoint, "optimizer.pt")):
-                log.warning("%s holds the model only (--save_only_model true): the optimizer and the learning-rate "
-                            "schedule start afresh", resume_from_checkpoint)
 
         def _trace(self, stage, prompt_ids, image_paths, image_shas, pixel_shas):
             texts = self.processing_class.batch_decode(prompt_ids, skip_special_tokens=True)

@@ -26,6 +26,7 @@ from ..data import PAPER_IMAGE_ROOT
 from ..errors import UniferError, run_cli
 from ..registry import REPO_ROOT
 from .common import (
+    CheckpointWeightsMixin,
     check_training_inputs,
     is_main_process,
     lazy_image_dataset,
@@ -33,6 +34,7 @@ from .common import (
     load_vl_model,
     parse_trainer_args,
     peft_config_from,
+    resume_checkpoint,
     save_for_inference,
     setup_logging,
 )
@@ -139,13 +141,6 @@ def apply_paper_settings(script_args, training_args, model_args) -> None:
     training_args.max_length = None  # the paper never truncates; the collator does not either
 
 
-def resume_target(value: str | None):
-    """``--resume_from_checkpoint`` takes a checkpoint path, or ``true``/``latest`` for the newest in output_dir."""
-    if value is None or str(value).lower() in ("", "false", "none"):
-        return None
-    return True if str(value).lower() in ("true", "latest") else value
-
-
 def main(argv: list[str] | None = None) -> int:
     from trl import ModelConfig, SFTConfig, SFTTrainer
 
@@ -167,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     # training chat template), so it is off for that moment and restored for the saved training arguments.
     training_args.assistant_only_loss = False
 
-    trainer = SFTTrainer(
+    resume = resume_checkpoint(training_args)
+    trainer = type("UniferSFTTrainer", (CheckpointWeightsMixin, SFTTrainer), {})(
         model=model,
         args=training_args,
         train_dataset=dataset,
@@ -176,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         peft_config=peft_config_from(model_args),
     )
     training_args.assistant_only_loss = collator.assistant_only_loss
-    trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))
+    trainer.train(resume_from_checkpoint=resume)
     out = save_for_inference(trainer, processor, training_args.output_dir)
     if trainer.accelerator.is_main_process:
         log.info("model and processor saved to %s", out)
