@@ -109,7 +109,7 @@ def resolve_run(args, set_key: str) -> dict:
         records = records[: args.limit]
     if args.max_new_tokens < 1:
         raise UniferError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    batch_size = args.batch_size or default_batch_size(args.engine)
+    batch_size = default_batch_size(args.engine) if args.batch_size is None else args.batch_size
     if batch_size < 1:
         raise UniferError(f"--batch-size must be at least 1, got {batch_size}")
     shard = parse_shard(args.shard)
@@ -212,7 +212,11 @@ def main(argv: list[str] | None = None, set_key: str | None = None) -> int:
                 f"{tokens / max(seconds, 1e-9):.1f} tokens/s" if pending else "nothing left to do")
         summary = f"{ferset.name}: {len(results)} items, {errors} errors ({rate}; wall time {wall:.1f}s)"
         if plan["shard"] is None:
-            write_json_atomic(output, results)
+            try:
+                write_json_atomic(output, results)
+            except OSError as e:
+                raise UniferError(f"{e}; every answer is kept in {progress.path}: free space and rerun to write "
+                                  "the results") from None
             progress.remove()
             print(f"{summary} -> {output}")
             return 0

@@ -12,7 +12,19 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import DataError
+from .errors import DataError, UniferError
+
+
+class WriteError(UniferError, OSError):
+    """A file that could not be written (disk full, no permission): still an ``OSError`` for callers that catch
+    those, and one line from ``run_cli``. The temporary file is gone and what stood at the path is untouched."""
+
+    def __init__(self, path, error: OSError, note: str = "the file was left as it was"):
+        super().__init__(error.errno, error.strerror or str(error))
+        self.filename, self.note = str(path), note
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}; {self.note}"
 
 
 def read_records(path: str | os.PathLike, what: str = "data file", hint: str | None = None) -> list[dict]:
@@ -82,40 +94,37 @@ def _read_jsonl(p: Path, text: str) -> list:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (temp file beside it, fsync, rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=indent)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return p
+    def dump(f):
+        json.dump(obj, f, ensure_ascii=False, indent=indent)
+        f.write("\n")
+
+    return _write_atomic(path, dump)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return _write_atomic(path, lambda f: f.write(text))
+
+
+def _write_atomic(path: str | os.PathLike, write) -> Path:
+    """``write(f)`` into a temp file beside ``path``, fsync, rename; an OSError (a full disk) becomes WriteError."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    tmp = None
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(p, e) from None
         raise
     return p
 

@@ -95,9 +95,22 @@ class ProgressFile:
     def _write(self, objects: list[dict]) -> None:
         data = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects).encode("utf-8")
         view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
-        os.fsync(self.fd)
+        start = os.lseek(self.fd, 0, os.SEEK_CUR)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+            os.fsync(self.fd)
+        except OSError as e:
+            # A full disk: cut the part-written batch, so the file holds whole batches only, and stop cleanly.
+            try:
+                os.ftruncate(self.fd, start)
+                os.lseek(self.fd, start, os.SEEK_SET)
+            except OSError:
+                pass  # a torn last line is cut by the next run anyway
+            from .jsonio import WriteError
+
+            raise WriteError(self.path, e, note=f"the {len(self.done)} items finished before are kept there; "
+                                                "free space and rerun to resume") from None
 
     def append(self, finished: list[tuple[int, dict]]) -> None:
         """Record finished items (index, result) in one write."""

@@ -109,6 +109,7 @@ def load_results(path: str | os.PathLike, fer_set: FERSet) -> list[dict]:
     path = Path(path)
     records = read_records(path, what="results file", hint=f"create it with: {infer_command(fer_set, path)}")
     own = set(fer_set.labels)
+    first_seen: dict[str, int] = {}  # image path → its first record
     for i, r in enumerate(records):
         cands = r.get("candidate_labels")
         if cands is None:
@@ -136,6 +137,12 @@ def load_results(path: str | os.PathLike, fer_set: FERSet) -> list[dict]:
             raise DataError(path, f"expected str, found {type(truth).__name__}", index=i, field="true_label")
         if truth not in own:
             raise DataError(path, f"label {truth!r} is not one of the candidates {cands}", index=i, field="true_label")
+        image = r.get("image_path")
+        if isinstance(image, str):
+            if image in first_seen:
+                raise DataError(path, f"duplicate image: also record {first_seen[image]} (an item scored twice "
+                                      "skews every metric)", index=i, field="image_path")
+            first_seen[image] = i
         if is_error(r):  # skipped unread, as in the paper: its response may be absent or anything
             continue
         response = r.get("model_response")
