@@ -7,7 +7,8 @@ module only holds the pieces that make the same command line run on a GPU cluste
 - ``TrainerArgParser`` fixes the parsed flags *before* the config dataclasses are built, because transformers
   rejects ``bf16=True`` on a CPU-only machine already while constructing ``TrainingArguments``.
 - ``check_images_exist`` stats every image before training starts (230K stats take seconds; a missing image
-  found after hours of training costs the run).
+  found after hours of training costs the run); the shell faces' pre-flight also decodes every image
+  (``check_images_decode``), so an empty, truncated or non-image file stops the run before it starts.
 - ``lazy_image_dataset`` is a ``datasets.Dataset`` (GRPOTrainer accepts nothing else) whose rows carry the
   record's fields plus a decoded 224×224 image, read through ``unifer.images.load_image`` only when a batch asks.
 """
@@ -118,6 +119,29 @@ def check_images_exist(records: Sequence[dict], image_root: str | os.PathLike, d
         more = f" ({len(missing) - 1} more records miss their image)" if len(missing) > 1 else ""
         raise DataError(data_path, f"image not found: {join_image_path(root, records[first][field])}{more}",
                         index=first, field=field)
+
+
+def check_images_decode(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike,
+                        field: str = "image_path", progress: bool = True) -> float:
+    """Decode every distinct image once (threads, as ``data check`` does); raise DataError naming the first record
+    whose image is empty, truncated, not an image or too large. Returns images per second."""
+    import time
+
+    from ..datacheck import decode_images
+
+    root = Path(image_root)
+    first: dict[str, int] = {}
+    for i, r in enumerate(records):
+        first.setdefault(r[field], i)
+    paths = list(first)
+    start = time.perf_counter()
+    failures = decode_images([join_image_path(root, p) for p in paths], progress=progress,
+                             desc="pre-flight: decoding images")
+    if failures:
+        k = min(failures)  # paths are in order of first use: the lowest k is the earliest record
+        more = f" ({len(failures) - 1} more images do not decode)" if len(failures) > 1 else ""
+        raise DataError(data_path, failures[k] + more, index=first[paths[k]], field=field)
+    return len(paths) / max(time.perf_counter() - start, 1e-9)
 
 
 def check_training_inputs(model_path: str | os.PathLike, data_path: str | os.PathLike, kind: str,
@@ -265,9 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--image_root", required=True)
+    ap.add_argument("--images", choices=("decode", "exist"), default="decode",
+                    help="decode every image (default: a broken one stops the run now, not hours into training) "
+                         "or only check that each exists (faster, e.g. when resuming)")
     args = ap.parse_args(argv)
     records = check_training_inputs(args.model, args.data, args.kind, args.image_root)
-    print(f"pre-flight ok: {len(records)} {args.kind} records, every image present under {args.image_root}")
+    if args.images == "decode":
+        rate = check_images_decode(records, args.image_root, args.data)
+        checked = f"every image decodes ({rate:.0f} img/s)"
+    else:
+        checked = "every image present"
+    print(f"pre-flight ok: {len(records)} {args.kind} records, {checked} under {args.image_root}")
     return 0
 
 

@@ -20,7 +20,9 @@
 #   unifer_log_file OUTPUT_DIR NAME   prints OUTPUT_DIR/NAME.log (NAME.nodeN.log when NNODES > 1)
 #   unifer_preflight KIND MODEL DATA IMAGE_ROOT
 #                                     checks model, data file (KIND: cot | rlvr) and every image in one
-#                                     light Python run (no torch), so bad input stops before torchrun starts
+#                                     light Python run (no torch), so bad input stops before torchrun starts;
+#                                     PREFLIGHT_IMAGES: decode (default: every image decoded, in threads) or
+#                                     exist (only stat each image: faster, e.g. when resuming a checked run)
 #   unifer_launch LOG MODULE ARGS...  torchrun MODULE ARGS on this node, output teed (appended) into LOG
 #
 # Environment read by the launch: NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, PYTHON.
@@ -157,7 +159,12 @@ unifer_log_file() {
 
 # unifer_preflight KIND MODEL DATA IMAGE_ROOT
 unifer_preflight() {
-    "$PYTHON" -m unifer.train.common --kind "$1" --model "$2" --data "$3" --image_root "$4"
+    local images="${PREFLIGHT_IMAGES:-decode}"
+    case "$images" in
+        decode | exist) ;;
+        *) unifer_die "PREFLIGHT_IMAGES must be decode or exist, got '$images'" ;;
+    esac
+    "$PYTHON" -m unifer.train.common --kind "$1" --model "$2" --data "$3" --image_root "$4" --images "$images"
 }
 
 # unifer_launch LOG MODULE ARGS...

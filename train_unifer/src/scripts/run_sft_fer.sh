@@ -9,6 +9,7 @@
 # Launch: NPROC_PER_NODE (default: visible GPUs, 1 without), NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (12349).
 # DEEPSPEED_CONFIG: zero2 (default with GPUs, the paper's), zero3, zero3_offload or a JSON path; empty = none
 # (default without GPUs). REPORT_TO: none (default), wandb, tensorboard. RUN_NAME. PYTHON.
+# PREFLIGHT_IMAGES: decode (default: every image decoded before training) or exist (only checked to exist).
 # Without CUDA the trainer itself switches to CPU, float32 and sdpa attention.
 set -euo pipefail
 
