@@ -29,21 +29,21 @@ AFFECTNET_IDS = {lab: i for i, lab in enumerate(SETS["affectnet"].labels)}  # va
 
 # Templated chain-of-thought: facial action cues per expression, then the label.
 CUES = {
-    "surprise": "the eyebrows are raised high, the eyes are wide open and the jaw drops into an open mouth",
-    "happiness": "the cheeks are raised and the lip corners are pulled up into a smile",
-    "anger": "the brows are lowered and drawn together, the eyes glare and the lips are pressed tight",
-    "disgust": "the nose is wrinkled and the upper lip is raised",
-    "neutral": "the brows are relaxed, the lips are closed and no facial muscle is visibly tensed",
-    "sadness": "the inner brows are raised and the lip corners are pulled down",
-    "fear": "the brows are raised and pulled together and the eyes are widened with tension",
-    "contempt": "one lip corner is raised and tightened on one side of the face",
+    "surprise": "the brows are raised and the mouth is open",
+    "happiness": "the lip corners are pulled up",
+    "anger": "the brows are lowered and drawn together",
+    "disgust": "the nose is wrinkled",
+    "neutral": "the face is relaxed",
+    "sadness": "the lip corners are pulled down",
+    "fear": "the eyes are widened with tension",
+    "contempt": "one lip corner is raised",
 }
 
 
 def cot_response(label: str) -> str:
-    cue = CUES.get(label) or CUES.get({"angry": "anger", "happy": "happiness", "sad": "sadness"}.get(label, ""), "")
-    return (f"<think>Looking at the face, {cue}. These cues are characteristic of {label}, "
-            f"more than of any other candidate.</think><answer>{label}</answer>")
+    """A short templated chain of thought: one facial-action cue, then the label in the answer tag."""
+    canonical = {"angry": "anger", "happy": "happiness", "sad": "sadness"}.get(label, label)
+    return f"<think>{CUES[canonical].capitalize()}, which signals {label}.</think><answer>{label}</answer>"
 
 
 @dataclass
