@@ -169,8 +169,9 @@ def _qa_file_argument(text: str) -> str:
     if not Path(text).exists():
         try:
             return str(get_set(text).default_qa_path())
-        except ValueError:
-            pass
+        except ValueError as e:
+            if "/" not in text and not Path(text).suffix:  # meant as a set name, not a file
+                raise UniferError(f"{e} (and there is no file {text!r})") from None
     return text
 
 

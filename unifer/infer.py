@@ -109,12 +109,12 @@ def resolve_run(args, set_key: str) -> dict:
         records = records[: args.limit]
     if args.max_new_tokens < 1:
         raise UniferError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    batch_size = default_batch_size(args.engine) if args.batch_size is None else args.batch_size
-    if batch_size < 1:
-        raise UniferError(f"--batch-size must be at least 1, got {batch_size}")
     shard = parse_shard(args.shard)
     if shard and args.merge:
         raise UniferError("--merge combines the shards; run it without --shard")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UniferError(f"--batch-size must be at least 1, got {args.batch_size}")
+    batch_size = default_batch_size(args.engine) if args.batch_size is None else args.batch_size  # imports torch
     output = resolve_path(args.output) if args.output else ferset.default_results_path()
     image_root = args.image_root or _default_path("UNIFER_IMAGE_ROOT", "/")
     from .modeling import pick_dtype

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from .errors import UniferError, run_cli
-from .jsonio import write_json_atomic, write_text_atomic
+from .jsonio import WriteError, write_json_atomic, write_text_atomic
 from .registry import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS, get_set
 from .scoring import (
     PROTOCOLS,
@@ -64,6 +64,8 @@ def _refuse_overwriting_inputs(output: Path, inputs: list[Path]) -> None:
 def _write(fn, path: Path, *args):
     try:
         return fn(path, *args)
+    except WriteError:
+        raise  # already one line, and it says the previous file is intact
     except OSError as e:
         raise UniferError(f"cannot write {path}: {e.strerror or e}") from None
 
