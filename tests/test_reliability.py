@@ -647,8 +647,14 @@ def test_sft_script_under_a_path_with_spaces_trains_and_ctrl_c_stops_every_child
         assert proc.poll() is None, console.read_text(errors="replace")[-3000:]
         assert "'loss'" in log.read_text(errors="replace"), "training should have logged a step"
         tree = psutil.Process(proc.pid).children(recursive=True)
-        workers = [p for p in tree if "unifer.train.sft" in " ".join(p.cmdline())]
-        assert len(workers) >= 2, [p.cmdline() for p in tree]  # torchrun and its worker
+        commands = {}
+        for p in tree:
+            try:
+                commands[p.pid] = " ".join(p.cmdline())
+            except psutil.Error:
+                pass
+        workers = [pid for pid, command in commands.items() if "unifer.train.sft" in command]
+        assert len(workers) >= 2, commands  # torchrun and its worker
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground job
         proc.wait(timeout=90)
     finally:

@@ -295,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     records = check_training_inputs(args.model, args.data, args.kind, args.image_root)
     if args.images == "decode":
-        rate = check_images_decode(records, args.image_root, args.data)
+        import sys
+
+        rate = check_images_decode(records, args.image_root, args.data, progress=sys.stderr.isatty())
         checked = f"every image decodes ({rate:.0f} img/s)"
     else:
         checked = "every image present"
