@@ -4,13 +4,16 @@ Rows of the matrix that other test files already hold are not repeated here (the
 table points at them):
 
 - missing / mistyped fields, labels outside the candidates, QA duplicates, per loader:
-  test_data.py::test_loaders_name_file_record_and_field; results: test_scoring.py::test_bad_results_files_give_one_clear_line
+  test_data.py::test_loaders_name_file_record_and_field;
+  results files: test_scoring.py::test_bad_results_files_give_one_clear_line
 - another set's results to a set's scorer: test_scoring.py::test_bad_results_files_give_one_clear_line[other set],
   test_scoring.py::test_wrong_set_in_the_total_names_the_flag_file
-- training-file warnings (duplicates, a label outside the prompt's list): test_data.py::test_warnings_do_not_stop_a_loader_but_check_reports_them
+- training-file warnings (duplicates, a label outside the prompt's list):
+  test_data.py::test_warnings_do_not_stop_a_loader_but_check_reports_them
 - odd and broken images at inference: test_infer.py::test_odd_images_are_answered_and_broken_ones_become_error_items
 - model path missing, text-only model at inference: test_infer.py::test_bad_model_or_input_stops_with_one_line
-- MODEL_PATH missing, NPROC_PER_NODE over CUDA_VISIBLE_DEVICES: test_sft.py::test_script_refuses_more_processes_than_gpus_and_a_missing_model
+- MODEL_PATH missing, NPROC_PER_NODE over CUDA_VISIBLE_DEVICES:
+  test_sft.py::test_script_refuses_more_processes_than_gpus_and_a_missing_model
 - SIGKILL then rerun: test_infer.py::test_sigkill_then_rerun_writes_the_same_bytes; two runs on one output:
   test_infer.py::test_a_second_process_on_the_same_output_is_refused
 - resume after a kill: test_sft.py::test_resume_from_checkpoint_restores_weights_step_and_data_order,
@@ -109,7 +112,8 @@ def make_records(kind: str, label_of=lambda i: RAF.labels[i % len(RAF.labels)], 
             if kind == "results":
                 r["model_response"] = f"<think>the mouth</think><answer>{label}</answer>"
         elif kind == "cot":
-            r = {"image_path": path, "question": RAF.prompt, "response": f"<think>the mouth</think><answer>{label}</answer>"}
+            r = {"image_path": path, "question": RAF.prompt,
+                 "response": f"<think>the mouth</think><answer>{label}</answer>"}
         else:
             r = {"image_path": path, "problem": RAF.prompt, "solution": f"<answer>{label}</answer>"}
         out.append(r)
@@ -117,7 +121,10 @@ def make_records(kind: str, label_of=lambda i: RAF.labels[i % len(RAF.labels)], 
 
 
 def dump(path: Path, records, jsonl=False, bom=False, indent=1) -> Path:
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records) if jsonl else json.dumps(records, indent=indent)
+    if jsonl:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    else:
+        text = json.dumps(records, indent=indent)
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
     return path
 
@@ -280,12 +287,13 @@ def _odd_images(d: Path) -> dict[str, Path]:
         "16-bit": save_png(d / "gray16.png", Image.fromarray(np.linspace(0, 4000, 40 * 30).reshape(30, 40)
                                                                 .astype(np.uint16))),
         "palette": save_png(d / "palette.png", halves().convert("P")),
-        "RGBA": save_png(d / "rgba.png", Image.merge("RGBA", (*halves().split(),
-                                                               halves(left=(0, 0, 0), right=(255, 0, 0)).getchannel(0)))),
         "LA": save_png(d / "la.png", Image.new("LA", (10, 10), (30, 0))),
         "1-bit": save_png(d / "bilevel.png", Image.new("1", (10, 10), 1)),
         "3x3": save_png(d / "tiny.png", Image.new("RGB", (3, 3), (10, 200, 30))),
     }
+    rgba = halves().convert("RGBA")
+    rgba.putalpha(halves(left=(0, 0, 0), right=(255, 0, 0)).getchannel(0))  # left half fully transparent
+    out["RGBA"] = save_png(d / "rgba.png", rgba)
     pal = Image.new("P", (10, 10), 0)
     pal.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
     pal.paste(1, (5, 0, 10, 10))
@@ -368,8 +376,8 @@ def _image_records(images) -> tuple[list[dict], dict[int, str]]:
     """RLVR records for every odd image, then every broken one; {record index: expected reason} for the broken."""
     root = images["root"]
     paths = [(p, None) for p in images["odd"].values()] + list(images["broken"].values())
-    records = [{"image_path": "/" + str(p.relative_to(root)), "problem": RAF.prompt, "solution": "<answer>fear</answer>"}
-               for p, _ in paths]
+    records = [{"image_path": "/" + str(p.relative_to(root)), "problem": RAF.prompt,
+                "solution": "<answer>fear</answer>"} for p, _ in paths]
     return records, {i: reason for i, (_, reason) in enumerate(paths) if reason}
 
 
@@ -437,7 +445,8 @@ def _model_faults(d: Path, tiny_model: Path) -> dict[str, tuple[Path, str]]:
     return {
         "path missing": (d / "no such model", "not found"),
         "a file": (d / "a file", ""),
-        "not a checkpoint": (checkpoint("downloads", None), "has no config.json, so it is not a Hugging Face checkpoint"),
+        "not a checkpoint": (checkpoint("downloads", None),
+                             "has no config.json, so it is not a Hugging Face checkpoint"),
         "unreadable config": (checkpoint("broken", "{model_type: qwen"), "config is unreadable"),
         "text-only model": (checkpoint("llama", json.dumps({"model_type": "llama"})),
                             "is a text-only model (model_type 'llama')"),
