@@ -27,23 +27,14 @@ SPELLING = {
 RAFDB_IDS = {lab: i for i, lab in enumerate(SETS["rafdb"].labels, 1)}  # list_patition_label.txt ids 1–7
 AFFECTNET_IDS = {lab: i for i, lab in enumerate(SETS["affectnet"].labels)}  # validation.csv expression 0–7
 
-# Templated chain-of-thought: facial action cues per expression, then the label.
-CUES = {
-    "surprise": "the brows are raised and the mouth is open",
-    "happiness": "the lip corners are pulled up",
-    "anger": "the brows are lowered and drawn together",
-    "disgust": "the nose is wrinkled",
-    "neutral": "the face is relaxed",
-    "sadness": "the lip corners are pulled down",
-    "fear": "the eyes are widened with tension",
-    "contempt": "one lip corner is raised",
-}
+REASONING = ("I compare the brows, the eyes and the mouth with what each candidate expression looks like, "
+             "and pick the one they fit best.")
 
 
 def cot_response(label: str) -> str:
-    """A short templated chain of thought: one facial-action cue, then the label in the answer tag."""
-    canonical = {"angry": "anger", "happy": "happiness", "sad": "sadness"}.get(label, label)
-    return f"<think>{CUES[canonical].capitalize()}, which signals {label}.</think><answer>{label}</answer>"
+    """Templated reasoning, the same for every photo, then the label: a 2-layer random model learns the answer
+    format from it in a few dozen steps (cue-by-label reasoning would need far more)."""
+    return f"<think>{REASONING}</think><answer>{label}</answer>"
 
 
 @dataclass
