@@ -620,7 +620,8 @@ def _session_members(sid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_sft_script_under_a_path_with_spaces_trains_and_ctrl_c_stops_every_child(spaced, tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm-to-script"])
+def test_sft_script_under_a_path_with_spaces_trains_and_ctrl_c_stops_every_child(spaced, tmp_path, stop):
     psutil = pytest.importorskip("psutil")
     base, checkout = spaced["base"], spaced["checkout"]
     script = checkout / "train_unifer" / "src" / "scripts" / "run_sft_fer.sh"
@@ -632,7 +633,7 @@ def test_sft_script_under_a_path_with_spaces_trains_and_ctrl_c_stops_every_child
                         "response": f"<think>the mouth</think><answer>{label}</answer>"})
     bad = dump(base / "cot data ü (bad).json", [records[0], {"image_path": "/faces ü/face 1.png"}])
     data = dump(base / "cot data ü.json", records)
-    out = base / "out dir ü"
+    out = base / f"out dir ü {stop}"
     env = {"MODEL_PATH": spaced["model"], "DATA_PATH": bad, "IMAGE_ROOT": images, "OUTPUT_DIR": out,
            "NPROC_PER_NODE": "1", "PYTHONPATH": ""}
     one_clear_line(run(["bash", script], cwd=tmp_path, **env), f"{bad}: record 1, field 'question': missing field",
@@ -664,7 +665,10 @@ def test_sft_script_under_a_path_with_spaces_trains_and_ctrl_c_stops_every_child
                 pass
         workers = [pid for pid, command in commands.items() if "unifer.train.sft" in command]
         assert len(workers) >= 2, commands  # torchrun and its worker
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground job
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground job
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # a scheduler or `kill PID`: only the script itself is signalled
         proc.wait(timeout=90)
     finally:
         if proc.poll() is None:

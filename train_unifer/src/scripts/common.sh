@@ -185,5 +185,21 @@ unifer_launch() {
         --node_rank "$NODE_RANK" \
         --master_addr "$MASTER_ADDR" \
         --master_port "$MASTER_PORT" \
-        -m "$module" "$@" 2>&1 | tee -a "$log"
+        -m "$module" "$@" > >(tee -a "$log") 2>&1 &
+    # torchrun runs in the background so that this shell can pass Ctrl-C and SIGTERM on to it (a plain
+    # foreground pipeline leaves torchrun and its workers running when only the script is sent SIGTERM).
+    UNIFER_CHILD=$!
+    trap 'unifer_forward_signal 130' INT
+    trap 'unifer_forward_signal 143' TERM
+    local rc=0
+    wait "$UNIFER_CHILD" || rc=$?
+    trap - INT TERM
+    return "$rc"
+}
+
+# unifer_forward_signal EXIT_STATUS: stop torchrun (it stops its workers), wait for it, exit.
+unifer_forward_signal() {
+    kill -TERM "$UNIFER_CHILD" 2>/dev/null || true
+    wait "$UNIFER_CHILD" 2>/dev/null || true
+    exit "$1"
 }
