@@ -138,7 +138,8 @@ class Demo:
         env = {"MODEL_PATH": str(sft_model), "DATA_PATH": str(data["rlvr"]), "IMAGE_ROOT": str(data["raw"]),
                "OUTPUT_DIR": str(out), "NPROC_PER_NODE": "1", "VLLM_MODE": "none" if self.fast else "colocate"}
         flags = ["--max_steps", str(self.grpo_steps), "--num_generations", "4", "--per_device_train_batch_size", "4",
-                 "--gradient_accumulation_steps", "1", "--max_completion_length", "64", "--learning_rate", "1e-5",
+                 "--gradient_accumulation_steps", "1", "--max_completion_length", "64",
+                 "--max_prompt_length", "512", "--learning_rate", "1e-5",
                  "--logging_steps", "1", "--gradient_checkpointing", "false",
                  "--save_strategy", "no", "--seed", "0"]
         self.run("grpo", ["bash", SCRIPTS / "run_grpo_vllm.sh", *flags], env)
