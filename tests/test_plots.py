@@ -138,4 +138,4 @@ def test_training_curves_from_trainer_state(tmp_path):
     out = training_curves([("SFT", state, ["loss"]), ("GRPO", state, ["reward", "not_logged"])], tmp_path / "c.png")
     with Image.open(out) as im:
         assert im.size[0] > 2 * im.size[1] > 0  # two panels side by side
-        assert len(set(im.convert("L").getdata())) > 10  # something was drawn
+        assert len(im.convert("L").getcolors(maxcolors=256)) > 10  # something was drawn
