@@ -129,25 +129,36 @@ def _result_lines(path: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_writes_the_same_bytes(tiny_model, photo_qa, reference, tmp_path, capsys):
+def test_sigkill_at_several_random_points_then_rerun_writes_the_same_bytes(tiny_model, photo_qa, reference, tmp_path,
+                                                                          capsys):
+    """Killed three times, each at a random moment after a random number of finished items (the kill can land
+    mid-batch or mid-write), each restart resuming the last: the final file equals an uninterrupted run's."""
+    import random
+
     out = tmp_path / "results" / "killed.json"
     script = REPO_ROOT / "eval_rafdb" / "code" / "infer_unifer.py"
     cmd = [PY, str(script), "--model", str(tiny_model), "--input", str(photo_qa), "--output", str(out),
            "--image-root", "/", "--max-new-tokens", str(TOKENS), "--dtype", "float32", "--batch-size", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     progress = progress_path(out)
-    deadline = time.time() + 120
-    while _result_lines(progress) < 4 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_at_kill = _result_lines(progress)
-    assert 4 <= done_at_kill < 12, "the kill should land part-way"
-    assert not out.exists()
-
-    run(tiny_model, photo_qa, out, "--batch-size", 2)  # the same arguments, in-process (saves a start-up)
-    assert f"resuming: {done_at_kill} of 12 items already done" in capsys.readouterr().err
+    rng = random.Random(1234)
+    kills = []  # finished items found in the progress file after each kill
+    for threshold in sorted(rng.sample(range(1, 9), 3)):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
+        while _result_lines(progress) < threshold and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.1))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if out.exists():  # this restart finished before its kill landed: nothing left to interrupt
+            break
+        assert not kills or _result_lines(progress) >= kills[-1], "a kill never loses finished items"
+        kills.append(_result_lines(progress))
+    assert kills and 1 <= kills[0] < 12, "the first kill should land part-way"
+    if not out.exists():
+        run(tiny_model, photo_qa, out, "--batch-size", 2)  # the same arguments, in-process (saves a start-up)
+        assert f"resuming: {kills[-1]} of 12 items already done" in capsys.readouterr().err
     assert out.read_bytes() == reference
     assert not progress.exists(), "the progress file goes once the results are written"
 

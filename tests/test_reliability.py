@@ -14,7 +14,7 @@ table points at them):
 - model path missing, text-only model at inference: test_infer.py::test_bad_model_or_input_stops_with_one_line
 - MODEL_PATH missing, NPROC_PER_NODE over CUDA_VISIBLE_DEVICES:
   test_sft.py::test_script_refuses_more_processes_than_gpus_and_a_missing_model
-- SIGKILL then rerun: test_infer.py::test_sigkill_then_rerun_writes_the_same_bytes; two runs on one output:
+- SIGKILL then rerun: test_infer.py::test_sigkill_at_several_random_points_then_rerun_writes_the_same_bytes; two runs on one output:
   test_infer.py::test_a_second_process_on_the_same_output_is_refused
 - resume after a kill: test_sft.py::test_resume_from_checkpoint_restores_weights_step_and_data_order,
   test_grpo.py::test_resume_from_checkpoint_continues_the_run
