@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_utils import session_members
 
 from unifer.errors import DataError
 from unifer.images import join_image_path, load_image
@@ -392,16 +393,6 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def session_members(sid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
 
 
 @pytest.mark.slow

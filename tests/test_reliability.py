@@ -42,6 +42,7 @@ from contextlib import redirect_stderr
 from pathlib import Path
 
 import pytest
+from proc_utils import session_members
 from PIL import Image
 
 from unifer.images import ImageLoadError, load_image
@@ -606,16 +607,6 @@ def test_build_check_infer_score_from_a_checkout_under_a_path_with_spaces(spaced
     assert (original.read_bytes() if original.exists() else None) == original_before
 
 
-def _session_members(sid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
 
 
 @pytest.mark.slow
@@ -677,7 +668,7 @@ def test_sft_script_under_a_path_with_spaces_trains_and_ctrl_c_stops_every_child
     assert proc.returncode != 0
     time.sleep(0.5)
     assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert _session_members(proc.pid) == []
+    assert session_members(proc.pid) == []
 
 
 # ====================================================================================================== faults
