@@ -109,16 +109,12 @@ def check_image_root(image_root: str | os.PathLike) -> Path:
     return root
 
 
-def check_images_exist(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike,
-                       field: str = "image_path") -> None:
-    """Raise DataError naming the first record whose image file is missing, and how many more there are."""
-    root = check_image_root(image_root)
-    missing = [i for i, r in enumerate(records) if not join_image_path(root, r[field]).is_file()]
-    if missing:
-        first = missing[0]
-        more = f" ({len(missing) - 1} more records miss their image)" if len(missing) > 1 else ""
-        raise DataError(data_path, f"image not found: {join_image_path(root, records[first][field])}{more}",
-                        index=first, field=field)
+def check_images_exist(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike) -> None:
+    """Raise DataError naming the first record whose image file is missing (``unifer.data.require_images``),
+    after a training-specific message for a missing root."""
+    from ..data import require_images
+
+    require_images(data_path, records, check_image_root(image_root))
 
 
 def check_images_decode(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike,
