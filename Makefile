@@ -17,7 +17,7 @@ test-fast: venv
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) -m unifer.demo $(if $(FAST),--fast,) $(if $(FIGS),--figs,)
+	$(PY) -m unifer demo $(if $(FAST),--fast,) $(if $(FIGS),--figs,)
 
 tiny: venv
-	$(PY) -m unifer.tiny --out model/tiny-qwen2.5-vl
+	$(PY) -m unifer tiny --out model/tiny-qwen2.5-vl

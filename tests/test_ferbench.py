@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from unifer import registry
-from unifer.data import load_qa, load_rlvr
+from unifer.data import sets as registry
+from unifer.data.records import load_qa, load_rlvr
 from unifer.errors import run_cli
-from unifer.ferbench import main
-from unifer.rawdata import AFFECTNET_EXPRESSIONS, RAFDB_IDS
-from unifer.registry import SET_KEYS, get_set
+from unifer.data.ferbench import main
+from unifer.data.raw import AFFECTNET_EXPRESSIONS, RAFDB_IDS
+from unifer.data.sets import SET_KEYS, get_set
 
 AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,"
                     "valence,arousal")
@@ -341,7 +341,7 @@ def test_rlvr_from_train_splits(raw, tmp_path):
 
 
 def run_data_check(path, kind, root):
-    from unifer.datacheck import data_main
+    from unifer.data.check import data_main
 
     o, e = io.StringIO(), io.StringIO()
     with redirect_stdout(o), redirect_stderr(e):

@@ -22,7 +22,7 @@ import pytest
 from proc_utils import session_members
 
 from unifer.errors import DataError
-from unifer.images import join_image_path, load_image
+from unifer.data.images import join_image_path, load_image
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "train_unifer" / "src" / "scripts" / "run_grpo_vllm.sh"

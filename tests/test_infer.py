@@ -1,4 +1,4 @@
-"""Inference (unifer.infer, hf engine) on the tiny model and real photographs: the paper's request, batch-size
+"""Inference (unifer.infer.runner, hf engine) on the tiny model and real photographs: the paper's request, batch-size
 invariance, kill-and-resume identity, odd and broken images, refusals, shards."""
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from unifer.errors import UniferError
-from unifer.infer import main as infer_main
-from unifer.progress import ProgressFile, progress_path, read_progress
-from unifer.registry import REPO_ROOT, SET_KEYS, get_set
+from unifer.infer.runner import main as infer_main
+from unifer.infer.progress import ProgressFile, progress_path, read_progress
+from unifer.data.sets import REPO_ROOT, SET_KEYS, get_set
 
 PY = sys.executable
 TOKENS = 16  # enough for the random model's greedy paths to diverge when anything differs
@@ -257,7 +257,7 @@ def test_a_second_process_on_the_same_output_is_refused(tiny_model, photo_qa, tm
 
 
 def test_bad_model_or_input_stops_with_one_line(tiny_model, photo_qa, tmp_path, capsys):
-    from unifer.infer import cli
+    from unifer.infer.runner import cli
 
     text_only = tmp_path / "llama"
     text_only.mkdir()

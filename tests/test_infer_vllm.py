@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from unifer.infer import main as infer_main
-from unifer.registry import get_set
+from unifer.infer.runner import main as infer_main
+from unifer.data.sets import get_set
 
 pytest.importorskip("vllm")
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unifer.plots import accuracy_bars, confusion_figure
-from unifer.registry import SETS
-from unifer.scoring_cli import set_main, total_main
+from unifer.scoring.plots import accuracy_bars, confusion_figure
+from unifer.data.sets import SETS
+from unifer.scoring.cli import set_main, total_main
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = ["anger", "fear", "happy"]
@@ -58,9 +58,9 @@ def test_accuracy_bars_draw_one_bar_per_row_and_protocol(tmp_path):
 
 def test_plots_import_matplotlib_lazily_and_never_pyplot(tmp_path):
     code = (
-        "import sys, unifer.plots, unifer.scoring, unifer.scoring_cli\n"
+        "import sys, unifer.scoring.plots, unifer.scoring.aggregate, unifer.scoring.cli\n"
         "assert 'matplotlib' not in sys.modules, 'imported eagerly'\n"
-        "unifer.plots.confusion_figure([[1]], ['a'], sys.argv[1], 't')\n"
+        "unifer.scoring.plots.confusion_figure([[1]], ['a'], sys.argv[1], 't')\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
@@ -128,7 +128,7 @@ def test_training_curves_from_trainer_state(tmp_path):
 
     from PIL import Image
 
-    from unifer.plots import read_log_history, training_curves
+    from unifer.scoring.plots import read_log_history, training_curves
 
     state = tmp_path / "trainer_state.json"
     history = [{"step": i, "loss": 10.0 / i, "reward": i / 10} for i in range(1, 6)]

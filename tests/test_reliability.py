@@ -45,8 +45,8 @@ import pytest
 from proc_utils import session_members
 from PIL import Image
 
-from unifer.images import ImageLoadError, load_image
-from unifer.registry import get_set
+from unifer.data.images import ImageLoadError, load_image
+from unifer.data.sets import get_set
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -216,8 +216,8 @@ def image_root(tmp_path_factory) -> Path:
 def _cli(name: str, path: Path, work: Path, model: Path, images: Path) -> list:
     out = work / "out"
     return {
-        "ferbench check": [PY, "-m", "unifer.ferbench", "check", path, "--no-progress"],
-        "data check": [PY, "-m", "unifer.data", "check", path, "--kind", "cot", "--no-progress"],
+        "ferbench check": [PY, "-m", "unifer", "ferbench", "check", path, "--no-progress"],
+        "data check": [PY, "-m", "unifer", "data", "check", path, "--kind", "cot", "--no-progress"],
         "eval_unifer.py": [PY, REPO / "eval_rafdb/code/eval_unifer.py", "--results", path, "--output",
                            out / "metrics.json", "--no-figs", "--figs-dir", ""],
         # --max-new-tokens 0 is checked right after the input: an accepted input ends there, before the model loads
@@ -385,7 +385,7 @@ def _image_records(images) -> tuple[list[dict], dict[int, str]]:
 def test_data_check_lists_every_broken_image_and_accepts_the_odd_ones(images, tmp_path):
     records, broken = _image_records(images)
     data = dump(tmp_path / "rlvr.json", records)
-    res = run([PY, "-m", "unifer.data", "check", data, "--kind", "rlvr", "--image-root", images["root"],
+    res = run([PY, "-m", "unifer", "data", "check", data, "--kind", "rlvr", "--image-root", images["root"],
                "--no-progress"])
     one_clear_line(res, f"{len(broken)} problems; the first: record {min(broken)}, field 'image_path'")
     listed = {int(m.group(1)): m.group(2) for m in re.finditer(r"record (\d+), field 'image_path': (.*)", res.stdout)}
@@ -421,7 +421,7 @@ def test_training_preflight_accepts_every_odd_image(images, tiny_model, tmp_path
 
 
 def test_a_decompression_bomb_is_an_error_item_at_inference(images):
-    from unifer.infer import load_batch
+    from unifer.infer.runner import load_batch
 
     bomb, _ = images["broken"]["decompression bomb"]
     records = [{"image_path": str(images["odd"]["3x3"])}, {"image_path": str(bomb)}]
@@ -485,13 +485,13 @@ def test_bad_model_is_one_line_before_anything_loads(face, tiny_model, image_roo
 
 # =============================================================================================== command lines
 @pytest.mark.parametrize("argv,fragment", [
-    (["-m", "unifer.infer", "--set", "ckplus"],
+    (["-m", "unifer", "infer", "--set", "ckplus"],
      "argument --set: invalid choice: 'ckplus' (choose from 'rafdb', 'ferplus', 'affectnet', 'sfew_2.0')"),
     (["eval_rafdb/code/infer_unifer.py", "--engine", "onnx"], "invalid choice: 'onnx' (choose from 'hf', 'vllm')"),
     (["eval_rafdb/code/infer_unifer.py", "--dtype", "int8"], "(choose from 'auto', 'bfloat16', 'float16', 'float32')"),
     (["eval_rafdb/code/infer_unifer.py", "--batch-size", "two"], "argument --batch-size: invalid int value: 'two'"),
     (["eval_rafdb/code/eval_unifer.py", "--protocol", "lax"], "invalid choice: 'lax' (choose from 'paper', 'strict')"),
-    (["-m", "unifer.data", "check", "x.json", "--kind", "sft"], "(choose from 'cot', 'qa', 'results', 'rlvr')"),
+    (["-m", "unifer", "data", "check", "x.json", "--kind", "sft"], "(choose from 'cot', 'qa', 'results', 'rlvr')"),
     (["-m", "unifer.train.common", "--kind", "rlvr", "--model", "m", "--data", "d", "--image_root", "r",
       "--images", "all"], "invalid choice: 'all' (choose from 'decode', 'exist')"),
 ])
@@ -502,7 +502,7 @@ def test_usage_errors_name_the_allowed_values(argv, fragment):
 
 
 def test_unknown_set_given_to_ferbench_check_names_the_sets(tmp_path):
-    one_clear_line(run([PY, "-m", "unifer.ferbench", "check", "ckplus"], cwd=tmp_path),
+    one_clear_line(run([PY, "-m", "unifer", "ferbench", "check", "ckplus"], cwd=tmp_path),
                    "unknown FERBench set 'ckplus'; choose one of: rafdb, ferplus, affectnet, sfew_2.0")
 
 
@@ -584,13 +584,13 @@ def test_build_check_infer_score_from_a_checkout_under_a_path_with_spaces(spaced
     original = REPO / "eval_ferplus/data/ferplus_qa.json"
     original_before = original.read_bytes() if original.exists() else None
     env = {"PYTHONPATH": str(checkout)}
-    res = run([PY, "-m", "unifer.ferbench", "build", "--image-root", raw, "--datasets", "ferplus"], cwd=checkout,
+    res = run([PY, "-m", "unifer", "ferbench", "build", "--image-root", raw, "--datasets", "ferplus"], cwd=checkout,
               **env)
     assert res.returncode == 0, res.stderr
     qa = checkout / "eval_ferplus" / "data" / "ferplus_qa.json"  # the copy's own default, not the original's
     assert [r["image_path"] for r in json.loads(qa.read_text())][:2] == ["/FERPlus/test/angry/face 2 é&.png",
                                                                          "/FERPlus/test/happy/face 0 é&.png"]
-    res = run([PY, "-m", "unifer.ferbench", "check", "ferplus", "--image-root", raw, "--no-progress"], cwd=checkout,
+    res = run([PY, "-m", "unifer", "ferbench", "check", "ferplus", "--image-root", raw, "--no-progress"], cwd=checkout,
               **env)
     assert res.returncode == 0 and "images: 4 distinct, all decode" in res.stdout, res.stdout + res.stderr
     # the faces run from anywhere and use their own checkout's package and defaults
@@ -719,8 +719,8 @@ def _error_line(stderr: str) -> str:
 @pytest.mark.slow
 def test_disk_full_during_inference_keeps_every_finished_item_and_resumes_to_the_same_bytes(
         tiny_model, small_disk, tmp_path, monkeypatch):
-    from unifer.infer import main as infer_main
-    from unifer.progress import progress_path, read_progress
+    from unifer.infer.runner import main as infer_main
+    from unifer.infer.progress import progress_path, read_progress
 
     records = make_records("qa", n=12)
     for i in range(len(records)):
@@ -778,7 +778,7 @@ def test_disk_full_while_writing_keeps_the_previous_file(command, small_disk, tm
         for i, label in enumerate(["happy", "sad"] * 40):
             save_png(raw / "FERPlus" / "test" / label / f"{i}.png", Image.new("RGB", (4, 4)))
         target = small_disk / "ferplus_qa.json"
-        cmd = [PY, "-m", "unifer.ferbench", "build", "--image-root", raw, "--datasets", "ferplus", "--out-dir",
+        cmd = [PY, "-m", "unifer", "ferbench", "build", "--image-root", raw, "--datasets", "ferplus", "--out-dir",
                small_disk]
     target.write_text("previous\n")
     fill(small_disk)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from unifer.errors import DataError
-from unifer.metrics import accuracy, confusion_matrix, macro_prf, per_class
-from unifer.registry import SETS, TOTAL_LABEL_MAP
-from unifer.scoring import (
+from unifer.scoring.metrics import accuracy, confusion_matrix, macro_prf, per_class
+from unifer.data.sets import SETS, TOTAL_LABEL_MAP
+from unifer.scoring.aggregate import (
     PROTOCOLS,
     csv_table,
     extract_label,
@@ -27,7 +27,7 @@ from unifer.scoring import (
     score_set,
     score_total,
 )
-from unifer.scoring_cli import set_main, total_main
+from unifer.scoring.cli import set_main, total_main
 
 REPO = Path(__file__).resolve().parent.parent
 RAF, FERP, AFF, SFEW = SETS["rafdb"], SETS["ferplus"], SETS["affectnet"], SETS["sfew_2.0"]
@@ -142,7 +142,7 @@ def adversarial_response(rng: random.Random) -> str:
 
 
 def reference_paper(response: str, fer_set) -> str:
-    """The paper rule written from the issue's words, independently of unifer.scoring."""
+    """The paper rule written from the issue's words, independently of unifer.scoring.aggregate."""
     lowered = response.lower()
     m = re.search(r"<answer>\s*(.*?)\s*</answer>", response, flags=re.IGNORECASE)
     for zone in ([m.group(1).strip().lower()] if m else []) + [lowered]:
@@ -469,3 +469,16 @@ def test_load_results_raises_data_error_with_place(tmp_path):
     with pytest.raises(DataError) as e:
         load_results(path, RAF)
     assert (e.value.index, e.value.field) == (6, "true_label")
+
+
+def test_scoring_with_default_flags_writes_figures_beside_the_metrics_and_never_into_figs(tmp_path):
+    """Scoring your own results must leave the checkout's tracked figs/ alone (only --figs-dir copies there)."""
+    home = _fake_home(tmp_path, random.Random(2))
+    (home / "figs").mkdir()
+    for name in ("eval_rafdb", "eval_total"):
+        run = _script(name, home, tmp_path)
+        assert run.returncode == 0, run.stderr
+    assert list((home / "figs").iterdir()) == []
+    assert (home / "eval_rafdb/results/rafdb_unifer_7b_confusion.png").stat().st_size > 1000
+    assert {p.name for p in (home / "eval_total/results").glob("*.png")} == {
+        "unifer_7b_accuracy.png", "unifer_7b_confusion.png"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from unifer.images import join_image_path, load_image
+from unifer.data.images import join_image_path, load_image
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "train_unifer" / "src" / "scripts" / "run_sft_fer.sh"

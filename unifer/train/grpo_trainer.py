@@ -112,7 +112,7 @@ def split_pixels(pixel_values, image_grid_thw, images_per_sample: list[int]) -> 
 def make_trainer_class():
     from trl import GRPOTrainer
 
-    from .common import CheckpointWeightsMixin
+    from unifer.train.common import CheckpointWeightsMixin
 
     class UniferGRPOTrainer(CheckpointWeightsMixin, GRPOTrainer):
         """GRPOTrainer + the image-pad cut + the image trace + correct resumption + colocated vLLM sync."""

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data import PAPER_IMAGE_ROOT
-from ..errors import UniferError, run_cli
-from ..registry import REPO_ROOT
-from .common import (
+from unifer.data.records import PAPER_IMAGE_ROOT
+from unifer.errors import UniferError, run_cli
+from unifer.data.sets import REPO_ROOT
+from unifer.train.common import (
     CheckpointWeightsMixin,
     check_training_inputs,
     is_main_process,

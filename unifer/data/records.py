@@ -7,9 +7,9 @@
 
 Loaders validate the whole file up front — a missing or mistyped field raises DataError naming the file, the
 record index and the field — and never decode images: training sets of 360K records load in seconds, and images
-are opened lazily, per batch, through ``unifer.images.load_image`` (224×224, the paper's size; ``record_image``).
-``python -m unifer.data check FILE --kind cot|rlvr --image-root ROOT`` lists every problem a file has, duplicates
-included, and decodes every image (see ``unifer.datacheck``).
+are opened lazily, per batch, through ``unifer.data.images.load_image`` (224×224, the paper's size; ``record_image``).
+``python -m unifer data check FILE --kind cot|rlvr --image-root ROOT`` lists every problem a file has, duplicates
+included, and decodes every image (see ``unifer.data.check``).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import DataError
-from .images import IMAGE_SIZE
-from .jsonio import read_records
+from unifer.errors import DataError
+from unifer.data.images import IMAGE_SIZE
+from unifer.data.jsonio import read_records
 
 QA_SCHEMA = {"image_path": str, "true_label": str, "prompt": str, "candidate_labels": list}
 COT_SCHEMA = {"image_path": str, "question": str, "response": str}
@@ -232,15 +232,15 @@ def load_qa(path: str | os.PathLike, hint: str | None = None,
 
 def image_file(image_root: str | os.PathLike, image_path: str) -> Path:
     """Where a record's image lives: the root joined with the record's path (a leading '/' does not reset it)."""
-    from .images import join_image_path
+    from unifer.data.images import join_image_path
 
     return join_image_path(image_root, image_path)
 
 
 def record_image(record: dict, image_root: str | os.PathLike, size=IMAGE_SIZE):
     """A record's image, decoded, RGB, resized to 224×224 (the paper's size) — the one place SFT, GRPO and
-    inference open training/benchmark images. Raises ``unifer.images.ImageLoadError``."""
-    from .images import load_image
+    inference open training/benchmark images. Raises ``unifer.data.images.ImageLoadError``."""
+    from unifer.data.images import load_image
 
     return load_image(image_file(image_root, record["image_path"]), size)
 
@@ -268,11 +268,3 @@ def require_images(path, records: list[dict], image_root: str | os.PathLike) -> 
         more = f" (and {len(missing) - 1} more images are missing)" if len(missing) > 1 else ""
         raise DataError(path, f"image not found: {f}{more}", index=i, field="image_path")
 
-
-if __name__ == "__main__":
-    import sys
-
-    from .datacheck import data_main
-    from .errors import run_cli
-
-    sys.exit(run_cli(data_main))

@@ -1,13 +1,13 @@
 """FERBench inference: answer every QA item of a set with a Qwen2.5-VL checkpoint, resumably, in batches.
 
     python eval_rafdb/code/infer_unifer.py [--model PATH] [--engine hf|vllm] [--batch-size N] ...
-    python -m unifer.infer --set rafdb ...
+    unifer infer --set rafdb ...
 
 The defaults reproduce the paper's run (``--batch-size 1 --dtype float32`` is its loop, item for item; larger
-batches give the same answers, see ``unifer.engines``). Output: each input record plus ``model_response``, in
+batches give the same answers, see ``unifer.infer.engines``). Output: each input record plus ``model_response``, in
 input order; an image that cannot be read becomes ``"model_response": "ERROR: <reason>", "error": true``, as the
 paper's loop writes it, and the run goes on. Finished items go to a progress file beside the output as they
-complete (``unifer.progress``), so a killed run resumes where it stopped; ``--shard i/n`` splits a set across
+complete (``unifer.infer.progress``), so a killed run resumes where it stopped; ``--shard i/n`` splits a set across
 processes or GPUs (``CUDA_VISIBLE_DEVICES=i ... --shard i/n``) and the shard that finishes last writes the
 single results file (``--merge`` does it by hand).
 """
@@ -21,14 +21,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .data import load_records
-from .engines import ENGINES, default_batch_size, generation_settings, make_engine
-from .errors import UniferError, run_cli
-from .images import ImageLoadError, join_image_path, load_image
-from .jsonio import write_json_atomic
-from .modeling import check_model_dir, cuda_available
-from .progress import ProgressFile, merge_shards, parse_shard, progress_path, results_in_order, shard_indices
-from .registry import REPO_ROOT, SET_KEYS, get_set, resolve_path
+from unifer.data.records import load_records
+from unifer.infer.engines import ENGINES, default_batch_size, generation_settings, make_engine
+from unifer.errors import UniferError, run_cli
+from unifer.data.images import ImageLoadError, join_image_path, load_image
+from unifer.data.jsonio import write_json_atomic
+from unifer.infer.modeling import check_model_dir, cuda_available
+from unifer.infer.progress import ProgressFile, merge_shards, parse_shard, progress_path, results_in_order, shard_indices
+from unifer.data.sets import REPO_ROOT, SET_KEYS, get_set, resolve_path
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "UniFER-7B"
 DEFAULT_MAX_NEW_TOKENS = 1024  # the paper's budget
@@ -54,12 +54,19 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def build_parser(set_key: str | None = None) -> argparse.ArgumentParser:
+def describe(set_key: str | None = None) -> str:
     name = get_set(set_key).name if set_key else "a FERBench set"
-    ap = argparse.ArgumentParser(
-        prog=None if set_key else "python -m unifer.infer",
-        description=f"Answer the FERBench QA items of {name} with a Qwen2.5-VL checkpoint (resumable, batched).",
-    )
+    return f"Answer the FERBench QA items of {name} with a Qwen2.5-VL checkpoint (resumable, batched)."
+
+
+def build_parser(set_key: str | None = None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=None if set_key else "unifer infer", description=describe(set_key))
+    add_arguments(ap, set_key)
+    return ap
+
+
+def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None) -> None:
+    """The flags of ``unifer infer`` (``--set`` chooses the set) and of ``eval_<set>/code/infer_unifer.py``."""
     if set_key is None:
         ap.add_argument("--set", required=True, choices=SET_KEYS, help="which FERBench set")
     ap.add_argument("--model", default=None,
@@ -87,7 +94,6 @@ def build_parser(set_key: str | None = None) -> argparse.ArgumentParser:
     vl.add_argument("--tensor-parallel-size", type=int, default=1)
     vl.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     vl.add_argument("--max-model-len", type=int, default=4096, help="prompt + answer tokens (about 250 + 1024)")
-    return ap
 
 
 def _default_path(env: str, fallback: Path | str) -> str:
@@ -102,7 +108,7 @@ def resolve_run(args, set_key: str) -> dict:
         raise UniferError(f"model path not found: {model} (pass --model PATH or set $UNIFER_MODEL)")
     check_model_dir(model)
     input_path = resolve_path(args.input) if args.input else ferset.default_qa_path()
-    records = load_records(input_path, "qa", hint="build it with python -m unifer.ferbench build --image-root DIR")
+    records = load_records(input_path, "qa", hint="build it with python -m unifer ferbench build --image-root DIR")
     if args.limit is not None:
         if args.limit < 1:
             raise UniferError(f"--limit must be at least 1, got {args.limit}")
@@ -117,7 +123,7 @@ def resolve_run(args, set_key: str) -> dict:
     batch_size = default_batch_size(args.engine) if args.batch_size is None else args.batch_size  # imports torch
     output = resolve_path(args.output) if args.output else ferset.default_results_path()
     image_root = args.image_root or _default_path("UNIFER_IMAGE_ROOT", "/")
-    from .modeling import pick_dtype
+    from unifer.infer.modeling import pick_dtype
 
     dtype = str(pick_dtype(args.dtype, cuda_available())).replace("torch.", "")
     # What decides the answers: a progress file written under other values is refused, not mixed in.
@@ -169,7 +175,10 @@ def answer_all(engine, records, pending: list[int], image_root, batch_size: int,
 
 
 def main(argv: list[str] | None = None, set_key: str | None = None) -> int:
-    args = build_parser(set_key).parse_args(argv)
+    return run(build_parser(set_key).parse_args(argv), set_key)
+
+
+def run(args: argparse.Namespace, set_key: str | None = None) -> int:
     set_key = set_key or args.set
     plan = resolve_run(args, set_key)
     ferset, output, run, records = plan["ferset"], plan["output"], plan["run"], plan["records"]
@@ -232,6 +241,3 @@ def cli(set_key: str | None = None, argv: list[str] | None = None) -> int:
     """Entry point of ``eval_<set>/code/infer_unifer.py``: one-line errors, exit status 2."""
     return run_cli(lambda a: main(a, set_key), argv)
 
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -1,18 +1,20 @@
 """The scorers' command lines: ``eval_<set>/code/eval_unifer.py`` and ``eval_total/code/eval_unifer.py``.
 
-Both are thin faces over ``set_main(key)`` / ``total_main()``; everything they compute lives in ``unifer.scoring``.
-Defaults reproduce the paper's file names, resolved against the repository; figures go next to the metrics and,
-unless ``--figs-dir ''`` or ``--no-figs``, into the repository's ``figs/`` for the README.
+Both are thin faces over ``set_main(key)`` / ``total_main()``; everything they compute lives in ``unifer.scoring.aggregate``.
+Defaults reproduce the paper's file names, resolved against the repository; figures go next to the metrics file
+(``--no-figs``: none), and are copied into another folder only when ``--figs-dir DIR`` asks for it — scoring never
+writes into the tracked ``figs/`` by itself (``unifer demo --figs`` is what refreshes the README's figures).
+``unifer eval --set S`` and ``unifer eval --total`` are the same two commands.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .errors import UniferError, run_cli
-from .jsonio import WriteError, write_json_atomic, write_text_atomic
-from .registry import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS, get_set
-from .scoring import (
+from unifer.errors import UniferError, run_cli
+from unifer.data.jsonio import WriteError, write_json_atomic, write_text_atomic
+from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS, get_set
+from unifer.scoring.aggregate import (
     PROTOCOLS,
     csv_table,
     format_report,
@@ -24,7 +26,6 @@ from .scoring import (
     score_total,
 )
 
-DEFAULT_FIGS_DIR = REPO_ROOT / "figs"
 TOTAL_FLAGS = {"rafdb": "rafdb", "ferplus": "ferplus", "affectnet": "affectnet", "sfew_2.0": "sfew"}
 
 
@@ -33,8 +34,8 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
                         help="paper (default): the paper's extraction; strict: only an exact <answer> counts")
     parser.add_argument("--run", default=DEFAULT_RUN_NAME,
                         help=f"run name in the default file names (default {DEFAULT_RUN_NAME})")
-    parser.add_argument("--figs-dir", default=str(DEFAULT_FIGS_DIR),
-                        help="also copy the figures here (default: the repository's figs/; '' to skip the copy)")
+    parser.add_argument("--figs-dir", default=None,
+                        help="also copy the figures into this folder (default: no copy; they stay beside the metrics)")
     parser.add_argument("--no-figs", action="store_true", help="write no figures at all")
 
 
@@ -72,7 +73,7 @@ def _write(fn, path: Path, *args):
 
 def _draw(draw, path: Path, figs_dir: str, figs_name: str) -> list[Path]:
     """Draw one figure at ``path`` and copy it into ``figs_dir`` (unless empty)."""
-    from .plots import copy_figure
+    from unifer.scoring.plots import copy_figure
 
     try:
         out = [draw(path)]
@@ -100,8 +101,11 @@ def _set_parser(set_key: str) -> argparse.ArgumentParser:
 
 
 def run_set(set_key: str, argv: list[str] | None = None) -> int:
+    return score_one_set(set_key, _set_parser(set_key).parse_args(argv))
+
+
+def score_one_set(set_key: str, args: argparse.Namespace) -> int:
     s = get_set(set_key)
-    args = _set_parser(set_key).parse_args(argv)
     results = resolve_default(args.results, s.default_results_path(args.run))
     default_out = s.default_metrics_path(args.run)
     output = resolve_default(args.output, default_out.with_name(default_out.stem + _suffix(args.protocol) + ".json"))
@@ -113,7 +117,7 @@ def run_set(set_key: str, argv: list[str] | None = None) -> int:
     _write(write_json_atomic, output, report)
     written = [output]
     if not args.no_figs:
-        from .plots import confusion_figure
+        from unifer.scoring.plots import confusion_figure
 
         fig = _sibling(output, "_metrics", "_confusion", ".png")
         title = f"{s.name} · {args.protocol} protocol · accuracy {100 * report['overall']['accuracy']:.2f}%"
@@ -132,22 +136,29 @@ def set_main(set_key: str, argv: list[str] | None = None) -> int:
 # ------------------------------------------------------------------------------------------------------- total
 
 
-def _total_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="eval_total/code/eval_unifer.py",
-        description="Score the four FERBench sets together: pooled metrics (the paper's total), the mean of the "
-        "per-set accuracies, and a per-set table under both protocols (Markdown and CSV).",
-    )
+TOTAL_DESCRIPTION = ("Score the four FERBench sets together: pooled metrics (the paper's total), the mean of the "
+                     "per-set accuracies, and a per-set table under both protocols (Markdown and CSV).")
+
+
+def _add_total_inputs(parser: argparse.ArgumentParser) -> None:
     for key in SET_KEYS:
         parser.add_argument(f"--{TOTAL_FLAGS[key]}", dest=key.replace(".", "_"), metavar="PATH",
                             help=f"{SETS[key].name} results (default {relative(SETS[key].default_results_path())})")
+
+
+def _total_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eval_total/code/eval_unifer.py", description=TOTAL_DESCRIPTION)
+    _add_total_inputs(parser)
     parser.add_argument("--output", help=f"metrics JSON (default eval_total/results/{DEFAULT_RUN_NAME}_results.json)")
     _common_flags(parser)
     return parser
 
 
 def run_total(argv: list[str] | None = None) -> int:
-    args = _total_parser().parse_args(argv)
+    return score_all_sets(_total_parser().parse_args(argv))
+
+
+def score_all_sets(args: argparse.Namespace) -> int:
     paths = {key: resolve_default(getattr(args, key.replace(".", "_")), SETS[key].default_results_path(args.run))
              for key in SET_KEYS}
     default_out = REPO_ROOT / "eval_total" / "results" / f"{args.run}_results{_suffix(args.protocol)}.json"
@@ -167,7 +178,7 @@ def run_total(argv: list[str] | None = None) -> int:
     _write(write_text_atomic, csv, csv_table(report["table"]))
     written = [output, md, csv]
     if not args.no_figs:
-        from .plots import accuracy_bars, confusion_figure
+        from unifer.scoring.plots import accuracy_bars, confusion_figure
 
         acc = report["overall"]["accuracy"]
         written += _draw(lambda p: accuracy_bars(report["table"], p, "FERBench accuracy per set",
@@ -187,3 +198,27 @@ def total_main(argv: list[str] | None = None) -> int:
     """Entry point of ``eval_total/code/eval_unifer.py``."""
     return run_cli(run_total, argv)
 
+
+
+# ------------------------------------------------------------------------------------------------------- unifer eval
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``unifer eval --set S`` (one set, as ``eval_<set>/code/eval_unifer.py``) or ``unifer eval --total``."""
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--set", choices=SET_KEYS, help="score one set")
+    which.add_argument("--total", action="store_true", help="score the four sets together (" + TOTAL_DESCRIPTION[22:])
+    parser.add_argument("--results", help="--set: the results file (default eval_<set>/results/<set>_<run>_results.json)")
+    _add_total_inputs(parser)
+    parser.add_argument("--output", help="metrics JSON (default: beside the results, as the eval scripts write it)")
+    _common_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.set:
+        if any(getattr(args, key.replace(".", "_")) for key in SET_KEYS):
+            raise UniferError("--rafdb/--ferplus/--affectnet/--sfew name the total's inputs; with --set use --results")
+        return score_one_set(args.set, args)
+    if args.results:
+        raise UniferError("--results names one set's file; with --total use --rafdb/--ferplus/--affectnet/--sfew")
+    return score_all_sets(args)

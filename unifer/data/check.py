@@ -1,7 +1,7 @@
 """``check`` for any data file: every problem listed with its record index, duplicates, every image decoded.
 
-Shared by ``python -m unifer.data check FILE --kind cot|rlvr --image-root ROOT`` (training files) and
-``python -m unifer.ferbench check FILE --image-root ROOT`` (QA files). Images are decoded in a thread pool (Pillow
+Shared by ``python -m unifer data check FILE --kind cot|rlvr --image-root ROOT`` (training files) and
+``python -m unifer ferbench check FILE --image-root ROOT`` (QA files). Images are decoded in a thread pool (Pillow
 releases the GIL while it decodes), each distinct image once, with a progress bar on stderr.
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import (KIND_NAMES, SCHEMAS, Problem, image_file, response_answer, share_repeated_values, solution_label,
+from unifer.data.records import (KIND_NAMES, SCHEMAS, Problem, image_file, response_answer, share_repeated_values, solution_label,
                    validate_records)
-from .errors import DataError, UniferError
-from .images import verify_image
-from .jsonio import read_records
-from .registry import resolve_path, set_for_labels
+from unifer.errors import DataError, UniferError
+from unifer.data.images import verify_image
+from unifer.data.jsonio import read_records
+from unifer.data.sets import resolve_path, set_for_labels
 
 DEFAULT_MAX_LISTED = 20
 _CHUNK = 64  # images per pool task: few enough futures for 360K images, small enough for a smooth bar
@@ -193,14 +193,22 @@ def add_check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def data_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unifer.data", description="Validate a UniFER data file.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``unifer data check FILE --kind cot|rlvr|qa|results``."""
+    sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("check", help="validate a CoT / RLVR / QA / results file and decode its images")
     add_check_arguments(p)
     p.add_argument("--kind", required=True, choices=sorted(SCHEMAS),
                    help="cot (UniFER-CoT-230K), rlvr (UniFER-RLVR-360K), qa (FERBench), results")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     run_check(args.file, args.kind, args.image_root, decode=not args.no_decode, workers=args.workers,
               max_listed=args.max_listed, progress=not args.no_progress)
     return 0
+
+
+def data_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="unifer data", description="Validate a UniFER data file.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 #: The repository root: defaults are resolved against it, never against the current directory.
 #: ``UNIFER_HOME`` overrides it (e.g. for an installed, non-editable copy of the package).
-REPO_ROOT = Path(os.environ.get("UNIFER_HOME") or Path(__file__).resolve().parent.parent)
+REPO_ROOT = Path(os.environ.get("UNIFER_HOME") or Path(__file__).resolve().parents[2])
 
 PROMPT_TEMPLATE = (
     "As an expert in facial expression recognition, which expression is most prominent in this image? "

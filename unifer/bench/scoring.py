@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from .bench_measure import markdown_table, run_worker
-from .registry import REPO_ROOT, SETS
+from unifer.bench.measure import markdown_table, run_worker
+from unifer.data.sets import REPO_ROOT, SETS
 
 #: FERBench's published sizes (RAF-DB test, FERPlus test, AffectNet validation, SFEW 2.0 validation).
 FERBENCH_SIZES = {"rafdb": 3068, "ferplus": 3573, "affectnet": 4000, "sfew_2.0": 431}
@@ -42,7 +42,7 @@ def synthetic_response(rng: random.Random, labels: tuple[str, ...], truth: str, 
 
 
 def write_results_files(workdir: Path, seed: int = 0) -> dict[str, Path]:
-    from .jsonio import write_json_atomic
+    from unifer.data.jsonio import write_json_atomic
 
     rng = random.Random(seed)
     paths = {}
@@ -61,7 +61,7 @@ def write_results_files(workdir: Path, seed: int = 0) -> dict[str, Path]:
 
 def time_library(paths: dict[str, Path], repeats: int = 3) -> float:
     """Best of ``repeats``: read and check the four files, then score them (both protocols, as eval_total)."""
-    from .scoring import load_results, score_total
+    from unifer.scoring.aggregate import load_results, score_total
 
     best = float("inf")
     for _ in range(repeats):
@@ -120,7 +120,7 @@ def scoring_markdown(sec: dict) -> str:
             + markdown_table(headers, rows) + note)
 
 
-if __name__ == "__main__":  # python -m unifer.bench_scoring: this section alone
+if __name__ == "__main__":  # python -m unifer.bench.scoring: this section alone
     import json
     import tempfile
 

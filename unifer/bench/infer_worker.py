@@ -1,10 +1,10 @@
-"""One inference variant of the benchmark, in its own process: ``python -m unifer.bench_infer --variant ...``.
+"""One inference variant of the benchmark, in its own process: ``python -m unifer.bench.infer_worker --variant ...``.
 
 Variants: ``paper`` (the paper's loop restated: float32, one item at a time, ``model.generate``), ``hf`` (our
 transformers engine at ``--batch-size``) and ``vllm`` (our vLLM engine). Each times its start-up (process spawn →
 model ready, from the spawn time the parent passes) and its generation phase (first item in → last response out:
 image decoding, templating, generation and decoding), counts the tokens generated and writes one JSON result.
-The parent (``unifer.bench``) adds the whole-process wall time and peak memory.
+The parent (``unifer.bench.cpu``) adds the whole-process wall time and peak memory.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _run_paper(args, records):
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from .bench_items import paper_loop
+    from unifer.bench.items import paper_loop
 
     # As the paper loads it: float32, device_map "auto".
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32, device_map="auto")
@@ -33,10 +33,10 @@ def _run_paper(args, records):
 
 
 def _run_engine(args, records):
-    """Our engine through the user's own path, ``unifer.infer.main`` (what ``eval_<set>/code/infer_unifer.py``
+    """Our engine through the user's own path, ``unifer.infer.runner.main`` (what ``eval_<set>/code/infer_unifer.py``
     runs: checks, progress file, image prefetch, batching, atomic results file). Wrapping ``make_engine`` marks
     the moment the model is ready and counts the tokens each response used."""
-    from . import infer
+    from unifer.infer import runner as infer
 
     lengths: list[int] = []
     marks: dict = {}
@@ -75,7 +75,7 @@ def _run_engine(args, records):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unifer.bench_infer", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m unifer.bench.infer_worker", description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", choices=VARIANTS, required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--items", required=True, help="QA records (JSON) to answer, all of them")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     run = _run_paper if args.variant == "paper" else _run_engine
     ready, done, responses, lengths, extra = run(args, records)
 
-    from .bench_measure import self_peak_rss_mb
+    from unifer.bench.measure import self_peak_rss_mb
 
     gen_s = done - ready
     tokens = sum(lengths)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "responses": responses,
         **extra,
     }
-    from .jsonio import write_json_atomic
+    from unifer.data.jsonio import write_json_atomic
 
     result["finished_at"] = time.time()
     write_json_atomic(args.result, result)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UniferError
+from unifer.errors import UniferError
 
 RSS_SAMPLE_S = 0.1
 
@@ -189,7 +189,7 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 def write_outputs(report: dict, markdown: str, out_dir: str | os.PathLike, stem: str) -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir`` atomically; return both paths."""
-    from .jsonio import write_json_atomic, write_text_atomic
+    from unifer.data.jsonio import write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
     try:

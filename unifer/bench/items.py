@@ -13,9 +13,9 @@ import os
 import shutil
 from pathlib import Path
 
-from .images import join_image_path, load_image
-from .jsonio import write_json_atomic
-from .registry import SETS
+from unifer.data.images import join_image_path, load_image
+from unifer.data.jsonio import write_json_atomic
+from unifer.data.sets import SETS
 
 #: <|im_end|> and <|endoftext|>: generation stops at either (the checkpoints' generation_config).
 STOP_IDS = (151645, 151643)
@@ -50,7 +50,7 @@ def make_items(n: int, workdir: str | os.PathLike, use_photos: bool = True, set_
     images.mkdir(parents=True, exist_ok=True)
     photos = []
     if use_photos:
-        from .photos import find_photos
+        from unifer.demo.photos import find_photos
 
         photos = find_photos(require=False)
     s = SETS[set_key]

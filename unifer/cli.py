@@ -1,0 +1,59 @@
+"""The ``unifer`` command: one subcommand per thing the package does.
+
+Each subcommand lives in its module as a parser-adder, ``add_arguments(parser)``, and ``run(args)`` (as TRL's
+``trl`` command and lm-eval's ``lm_eval`` are built). Only the chosen subcommand's module is imported, so
+``unifer --help`` and every flag check stay fast (torch is imported only once work starts). Errors are one line,
+``error: …``, exit status 2 (``unifer.errors.run_cli``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from unifer import __version__
+from unifer.errors import run_cli
+
+#: name → (module, one-line help). Modules offer ``add_arguments(parser)`` and ``run(args) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ferbench": ("unifer.data.ferbench", "build or check the FERBench QA files; write RLVR records from datasets"),
+    "data": ("unifer.data.check", "check a CoT / RLVR / QA / results file: records, labels, duplicates, images"),
+    "infer": ("unifer.infer.runner", "answer a FERBench set with a model (resumable, batched, sharded)"),
+    "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
+    "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo [trainer flags]"),
+    "bench": ("unifer.bench.cpu", "measure this repository against the paper's code, side by side"),
+    "bench-gpu": ("unifer.bench.gpu", "the GPU benchmark on a model of Qwen2.5-VL-7B's shape"),
+    "demo": ("unifer.demo.pipeline", "the whole pipeline on a CPU with a tiny model and real photos"),
+    "tiny": ("unifer.demo.tiny", "write the tiny random Qwen2.5-VL checkpoint used by tests and the demo"),
+}
+
+
+def build_parser(chosen: str | None = None) -> tuple[argparse.ArgumentParser, object | None]:
+    """The top-level parser; the chosen subcommand's module fills in its own flags."""
+    top = argparse.ArgumentParser(
+        prog="unifer", description="UniFER: FERBench, cold-start SFT and GRPO for facial expression recognition.",
+        epilog="Run 'unifer COMMAND --help' for a command's flags.")
+    top.add_argument("--version", action="version", version=f"unifer {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    module = None
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+    return top, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser, module = build_parser(chosen if chosen in COMMANDS else None)
+    args = parser.parse_args(argv)
+    args.command_line = argv
+    return module.run(args)
+
+
+def console_main() -> None:
+    """The ``unifer`` console script (pyproject's ``[project.scripts]``)."""
+    sys.exit(run_cli(main))

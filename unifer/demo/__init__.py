@@ -1,0 +1,1 @@
+"""The tiny model, the packaged photos and the end-to-end demo."""

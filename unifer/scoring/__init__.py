@@ -1,0 +1,1 @@
+"""Label extraction (paper | strict), metrics, per-set and pooled aggregation, tables, figures."""
