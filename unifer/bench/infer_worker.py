@@ -48,7 +48,7 @@ def _run_engine(args, records):
 
         def counting_generate(images, prompts):
             answers = real_generate(images, prompts)
-            lengths.extend(n for _, n in answers)
+            lengths.extend(a.tokens for a in answers)
             marks["last_answer"] = time.time()  # the end of the generation phase (not the engine's shutdown)
             return answers
 

@@ -25,18 +25,37 @@ part at near-tied logits; ``--dtype float32 --batch-size 1`` is the exact reprod
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from unifer.errors import UniferError
 from unifer.infer.modeling import cuda_available, pick_attn_implementation, pick_dtype
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("hf", "vllm")
+#: The engines as registry entries: name → "module:class". A new backend is a new module and one line here; its
+#: class takes ``(model_dir, settings, **options)`` and offers ``generate(images, prompts) -> list[Answer]``,
+#: ``close()`` and a ``name``. Modules are imported only when their engine is made.
+ENGINE_CLASSES: dict[str, str] = {
+    "hf": "unifer.infer.engines:HFEngine",
+    "vllm": "unifer.infer.engines:VLLMEngine",
+}
+ENGINES = tuple(ENGINE_CLASSES)
+
+
+class Answer(NamedTuple):
+    """One request's outcome. ``error`` set: this item failed on its own (the runner writes an error item with
+    the reason and goes on); a failure of the engine itself raises instead."""
+
+    text: str
+    tokens: int  # generated tokens, up to and including the first eos
+    error: str | None = None
+    usage: dict | None = None  # what an API reported (prompt_tokens, completion_tokens), where it did
 CPU_KV_CACHE_GIB = 4  # vLLM on CPU, unless VLLM_CPU_KVCACHE_SPACE says otherwise: ~35K tokens of a 7B in float32
 
 
@@ -157,7 +176,7 @@ class HFEngine:
         self._penalty_cls = type("PenaltyIgnoringLeftPadding", (_PenaltyIgnoringLeftPadding, LogitsProcessor), {})
         self._torch = torch
 
-    def generate(self, images, prompts) -> list[tuple[str, int]]:
+    def generate(self, images, prompts) -> list[Answer]:
         torch = self._torch
         texts = [chat_prompt(self.processor, p) for p in prompts]
         inputs = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt")
@@ -172,7 +191,7 @@ class HFEngine:
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         answers = self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         eos = set(self.settings.eos_token_ids)
-        return [(a, count_until_eos(ids, eos)) for a, ids in zip(answers, new)]
+        return [Answer(a, count_until_eos(ids, eos)) for a, ids in zip(answers, new)]
 
     def close(self) -> None:
         pass
@@ -220,13 +239,13 @@ class VLLMEngine:
             stop_token_ids=list(settings.eos_token_ids), detokenize=False, seed=seed,
         )
 
-    def generate(self, images, prompts) -> list[tuple[str, int]]:
+    def generate(self, images, prompts) -> list[Answer]:
         requests = [{"prompt": chat_prompt(self.processor, p), "multi_modal_data": {"image": img}}
                     for img, p in zip(images, prompts)]
         outputs = self.llm.generate(requests, self.sampling_params, use_tqdm=False)
         ids = [list(o.outputs[0].token_ids) for o in outputs]
         answers = self.processor.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return [(a, len(t)) for a, t in zip(answers, ids)]
+        return [Answer(a, len(t)) for a, t in zip(answers, ids)]
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
@@ -246,12 +265,19 @@ def default_batch_size(engine: str) -> int:
     return 16 if on_cuda else 4
 
 
+def engine_class(engine: str):
+    """The class registered for ``engine`` (its module imported now)."""
+    if engine not in ENGINE_CLASSES:
+        raise UniferError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    module, _, name = ENGINE_CLASSES[engine].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def make_engine(engine: str, model_dir, settings: GenerationSettings, *, dtype="auto", attn="auto",
                 tensor_parallel_size=1, gpu_memory_utilization=0.9, max_model_len=4096, enforce_eager=None):
+    cls = engine_class(engine)
     if engine == "hf":
-        return HFEngine(model_dir, settings, dtype=dtype, attn=attn)
-    if engine == "vllm":
-        return VLLMEngine(model_dir, settings, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
-                          gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                          enforce_eager=enforce_eager)
-    raise UniferError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+        return cls(model_dir, settings, dtype=dtype, attn=attn)
+    return cls(model_dir, settings, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+               gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+               enforce_eager=enforce_eager)

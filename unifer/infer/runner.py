@@ -166,8 +166,12 @@ def answer_all(engine, records, pending: list[int], image_root, batch_size: int,
                     raise
                 if len(answers) != len(ok):
                     raise RuntimeError(f"{engine.name} engine returned {len(answers)} answers for {len(ok)} requests")
-                finished += [(i, {**records[i], "model_response": text}) for (i, _), (text, _) in zip(ok, answers)]
-                tokens += sum(count for _, count in answers)
+                for (i, _), answer in zip(ok, answers):
+                    if answer.error is not None:  # this item alone failed: an error item, the run goes on
+                        finished.append((i, {**records[i], "model_response": f"ERROR: {answer.error}", "error": True}))
+                    else:
+                        finished.append((i, {**records[i], "model_response": answer.text}))
+                tokens += sum(answer.tokens for answer in answers)
             progress.append(sorted(finished))
             bar.update(len(finished))
             bar.set_postfix_str(f"{tokens / max(time.perf_counter() - started, 1e-9):.1f} tokens/s", refresh=False)
