@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from unifer.bench.measure import describe_machine, fmt, machine_info, markdown_table, run_worker, write_outputs
-from unifer.errors import UniferError, run_cli
+from unifer.errors import UniferError
 from unifer.data.sets import REPO_ROOT
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "tiny-qwen2.5-vl"
@@ -162,7 +161,7 @@ def build_markdown(report: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _int_list(text: str) -> list[int]:
+def positive_int_list(text: str) -> list[int]:
     try:
         out = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -172,7 +171,7 @@ def _int_list(text: str) -> list[int]:
     return out
 
 
-def _name_list(choices):
+def name_list(choices):
     def parse(text: str) -> list[str]:
         out = [x.strip() for x in text.split(",") if x.strip()]
         bad = [x for x in out if x not in choices]
@@ -186,19 +185,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default bench/results)")
     ap.add_argument("--stem", default="bench", help="file names: <stem>.json and <stem>.md (default bench)")
     ap.add_argument("--model", default=None, help="Qwen2.5-VL checkpoint (default: the tiny model, built if absent)")
-    ap.add_argument("--sections", type=_name_list(SECTIONS), default=list(SECTIONS),
+    ap.add_argument("--sections", type=name_list(SECTIONS), default=list(SECTIONS),
                     help="comma-separated: inference,training,scoring (default all)")
     ap.add_argument("--items", type=int, default=64, help="inference items (default 64)")
     ap.add_argument("--batch1-items", type=int, default=None,
                     help="answer only the first N items in the one-at-a-time variants (default: all); the paper "
                          "loop's whole-process time for all items is then projected from its per-item time")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per item (default 64)")
-    ap.add_argument("--batch-sizes", type=_int_list, default=[1, 16, 64], help="hf engine batch sizes (1,16,64)")
-    ap.add_argument("--engines", type=_name_list(("paper", "hf", "vllm")), default=["paper", "hf", "vllm"],
+    ap.add_argument("--batch-sizes", type=positive_int_list, default=[1, 16, 64], help="hf engine batch sizes (1,16,64)")
+    ap.add_argument("--engines", type=name_list(("paper", "hf", "vllm")), default=["paper", "hf", "vllm"],
                     help="inference variants to run (default paper,hf,vllm)")
     ap.add_argument("--synthetic-images", action="store_true", help="synthetic pictures even where photos exist")
     ap.add_argument("--train-steps", type=int, default=4, help="timed optimizer steps per training variant")
-    ap.add_argument("--train-variants", type=_name_list(("sft", "grpo", "grpo-colocate", "trl-grpo")),
+    ap.add_argument("--train-variants", type=name_list(("sft", "grpo", "grpo-colocate", "trl-grpo")),
                     default=["sft", "grpo", "grpo-colocate", "trl-grpo"],
                     help="training variants (default sft,grpo,grpo-colocate,trl-grpo)")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds one variant may take before it is stopped")
@@ -233,12 +232,3 @@ def run(args: argparse.Namespace) -> int:
     print("\n" + md)
     print(f"wrote {j} and {m}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="unifer bench", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    args.command_line = sys.argv[1:] if argv is None else list(argv)
-    return run(args)

@@ -23,14 +23,12 @@ import importlib.util
 import json
 import math
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from unifer.bench.cpu import inference_markdown, run_inference, _int_list
+from unifer.bench.cpu import inference_markdown, positive_int_list, run_inference
 from unifer.bench.measure import describe_machine, machine_info, markdown_table, write_outputs
-from unifer.errors import run_cli
 from unifer.data.sets import REPO_ROOT, SETS
 from unifer.demo.tiny import QWEN2_5_VL_CHAT_TEMPLATE, SPECIAL_IDS, TEXT as TINY_TEXT, VISION as TINY_VISION
 
@@ -210,7 +208,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch1-items", type=int, default=8,
                     help="items for the one-at-a-time variants (paper loop, hf batch 1; default 8)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-sizes", type=_int_list, default=[1, 16, 64])
+    ap.add_argument("--batch-sizes", type=positive_int_list, default=[1, 16, 64])
     ap.add_argument("--engines", default="paper,hf,vllm", help="paper,hf,vllm (vllm only where installed)")
     ap.add_argument("--budget-s", type=float, default=480, help="stop starting variants after this (default 480)")
     ap.add_argument("--bandwidth-tbs", type=float, default=None, help="GPU memory bandwidth (default by name)")
@@ -255,12 +253,3 @@ def run(args: argparse.Namespace) -> int:
     print("\n" + md)
     print(f"wrote {j} and {m}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="unifer bench-gpu", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    args.command_line = sys.argv[1:] if argv is None else list(argv)
-    return run(args)

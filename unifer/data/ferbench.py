@@ -20,7 +20,7 @@ from pathlib import Path
 
 from unifer.data.records import solution_label, validate_records
 from unifer.data.check import add_check_arguments, run_check
-from unifer.errors import DataError, UniferError, run_cli
+from unifer.errors import DataError, UniferError
 from unifer.data.jsonio import write_json_atomic, write_text_atomic
 from unifer.data.raw import BENCHMARK_SPLITS, DATASET_FOLDERS, LAYOUTS, Scan, scan_dataset, to_set_label
 from unifer.data.sets import SET_KEYS, FERSet, get_set, resolve_path

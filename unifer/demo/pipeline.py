@@ -24,7 +24,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from unifer.errors import UniferError, run_cli
+from unifer.errors import UniferError
 from unifer.data.jsonio import write_json_atomic
 from unifer.data.sets import REPO_ROOT, SETS
 
@@ -256,9 +256,3 @@ def run(args: argparse.Namespace) -> int:
     print("\nFigures:\n" + "\n".join(f"  {f}" for f in figures))
     demo.say(f"done; summary in {work / 'summary.md'}, logs in {demo.log_dir}")
     return 0
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="unifer demo", description=__doc__.split("\n\n")[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -169,9 +168,3 @@ def run(args: argparse.Namespace) -> int:
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"tiny Qwen2.5-VL written to {out} ({size / 1e6:.1f} MB, seed {args.seed})")
     return 0
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="unifer tiny", description=__doc__.split("\n\n")[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
