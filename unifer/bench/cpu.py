@@ -1,11 +1,12 @@
 """Side-by-side speed of this repository and the paper's code: ``python -m unifer bench --out bench/results``.
 
-Three sections, each optional (``--sections``):
+Four sections, each optional (``--sections``):
 
 - inference: the same items, the same model, the same number of new tokens, answered by the paper's loop
   restated (float32, one item at a time, ``generate``), our ``hf`` engine at several batch sizes and our ``vllm``
   engine; each in its own process. Items/s, generated tokens/s, peak memory, start-up, whole-process wall time,
   and each one's ratio to the paper's loop.
+- onecommand: the four sets answered in one process against four per-set processes (``unifer.bench.onecommand``).
 - training: SFT and GRPO step times on the tiny model (``unifer.bench.train``).
 - scoring: the 11,072-item FERBench scored end to end (``unifer.bench.scoring``).
 
@@ -27,7 +28,7 @@ from unifer.data.sets import REPO_ROOT
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "tiny-qwen2.5-vl"
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"
-SECTIONS = ("inference", "training", "scoring")
+SECTIONS = ("inference", "onecommand", "training", "scoring")
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
               "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
 
@@ -54,7 +55,31 @@ def inference_variants(batch_sizes: list[int], engines: list[str]) -> list[dict]
                 for b in batch_sizes]
     if "vllm" in engines:
         b = max(batch_sizes)
-        out.append({"name": f"vllm engine, {b} per call", "variant": "vllm", "batch_size": b, "dtype": "auto"})
+        out.append({"name": "vllm engine (streamed)", "variant": "vllm", "batch_size": b, "dtype": "auto"})
+    if "bare" in engines:  # the bare engines our paths are measured against
+        b = max(batch_sizes)
+        if "hf" in engines:
+            out.append({"name": f"bare generate loop, batch {b}", "variant": "bare-hf", "batch_size": b,
+                        "dtype": "auto"})
+        if "vllm" in engines:
+            out.append({"name": "bare LLM.generate (one call)", "variant": "bare-vllm", "batch_size": b,
+                        "dtype": "auto"})
+    return out
+
+
+def add_overheads(rows: list[dict]) -> list[dict]:
+    """Our hf (at the bare loop's batch size) and vllm paths against the bare engines, generation phase and whole
+    process: ratios of seconds (1.00× = no overhead)."""
+    ok = {(r["variant"], r["batch_size"]): r for r in rows if "error" not in r}
+    out = []
+    for ours, bare in (("hf", "bare-hf"), ("vllm", "bare-vllm")):
+        b = next((r for (v, _), r in ok.items() if v == bare), None)
+        o = ok.get((ours, b["batch_size"])) if b else None
+        if o is None:
+            continue
+        out.append({"ours": o["name"], "bare": b["name"], "generation": round(o["generate_s"] / b["generate_s"], 3),
+                    "whole_process": round(o["process_wall_s"] / b["process_wall_s"], 3),
+                    "same_answers": o.get("responses") == b.get("responses")})
     return out
 
 
@@ -92,7 +117,7 @@ def run_inference(args, model: Path, workdir: Path, deadline: float | None = Non
               flush=True)
         rows.append(res)
     add_ratios(rows)
-    return {"items": args.items, "batch1_items": few or args.items, "max_new_tokens": args.max_new_tokens,
+    return {"overheads": add_overheads(rows), "items": args.items, "batch1_items": few or args.items, "max_new_tokens": args.max_new_tokens,
             "image_source": source, "model": str(model), "variants": rows}
 
 
@@ -137,6 +162,11 @@ def inference_markdown(sec: dict) -> str:
     if any(r.get("whole_process_projected") for r in sec["variants"]):
         note += (f"\n\n\\* The one-at-a-time variants answered the first {sec['batch1_items']} items; the paper "
                  "loop's whole-process time for all items is projected from its measured per-item time.")
+    if sec.get("overheads"):
+        note += "\n\nOur paths over the bare engines on the same requests and images (goal ≤ 1.15×):\n\n" + markdown_table(
+            ["ours", "bare engine", "× bare (generation)", "× bare (whole process)", "same answers"],
+            [[o["ours"], o["bare"], f"{o['generation']:.2f}×", f"{o['whole_process']:.2f}×",
+              "yes" if o["same_answers"] else "no"] for o in sec["overheads"]])
     return (f"### Inference: {sec['items']} items × {sec['max_new_tokens']} new tokens, {sec['image_source']}\n\n"
             + markdown_table(headers, rows) + note)
 
@@ -150,6 +180,10 @@ def build_markdown(report: dict) -> str:
              f"Command: `{report['command']}` — {fmt(report['wall_s'], 0)} s in all."]
     if "inference" in report:
         parts.append(inference_markdown(report["inference"]))
+    if "onecommand" in report:
+        from unifer.bench.onecommand import onecommand_markdown
+
+        parts.append(onecommand_markdown(report["onecommand"]))
     if "training" in report:
         from unifer.bench.train import training_markdown
 
@@ -193,8 +227,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "loop's whole-process time for all items is then projected from its per-item time")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per item (default 64)")
     ap.add_argument("--batch-sizes", type=positive_int_list, default=[1, 16, 64], help="hf engine batch sizes (1,16,64)")
-    ap.add_argument("--engines", type=name_list(("paper", "hf", "vllm")), default=["paper", "hf", "vllm"],
-                    help="inference variants to run (default paper,hf,vllm)")
+    ap.add_argument("--engines", type=name_list(("paper", "hf", "vllm", "bare")), default=["paper", "hf", "vllm"],
+                    help="inference variants to run (default paper,hf,vllm; 'bare' adds the bare engines our hf "
+                         "and vllm paths are measured against)")
     ap.add_argument("--synthetic-images", action="store_true", help="synthetic pictures even where photos exist")
     ap.add_argument("--train-steps", type=int, default=4, help="timed optimizer steps per training variant")
     ap.add_argument("--train-variants", type=name_list(("sft", "grpo", "grpo-colocate", "trl-grpo")),
@@ -217,6 +252,13 @@ def run(args: argparse.Namespace) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         if "inference" in args.sections:
             report["inference"] = run_inference(args, model, workdir / "inference")
+        if "onecommand" in args.sections:
+            from unifer.bench.items import make_items
+            from unifer.bench.onecommand import run_onecommand
+
+            items, _ = make_items(args.items, workdir / "onecommand", use_photos=not args.synthetic_images)
+            report["onecommand"] = run_onecommand(args, model, workdir / "onecommand", items, WORKER_ENV,
+                                                  [e for e in args.engines if e in ("hf", "vllm")])
         if "training" in args.sections:
             from unifer.bench.train import run_training
 

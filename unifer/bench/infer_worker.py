@@ -1,7 +1,9 @@
 """One inference variant of the benchmark, in its own process: ``python -m unifer.bench.infer_worker --variant ...``.
 
 Variants: ``paper`` (the paper's loop restated: float32, one item at a time, ``model.generate``), ``hf`` (our
-transformers engine at ``--batch-size``) and ``vllm`` (our vLLM engine). Each times its start-up (process spawn →
+transformers engine at ``--batch-size``), ``vllm`` (our vLLM engine), and the bare engines our paths are measured
+against: ``bare-hf`` (a plain batched ``model.generate`` loop over the same images) and ``bare-vllm`` (one
+``LLM.generate`` call over all of them, the engine configured as ours is). Each times its start-up (process spawn →
 model ready, from the spawn time the parent passes) and its generation phase (first item in → last response out:
 image decoding, templating, generation and decoding), counts the tokens generated and writes one JSON result.
 The parent (``unifer.bench.cpu``) adds the whole-process wall time and peak memory.
@@ -15,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("paper", "hf", "vllm")
+VARIANTS = ("paper", "hf", "vllm", "bare-hf", "bare-vllm")
 
 
 def _run_paper(args, records):
@@ -32,15 +34,66 @@ def _run_paper(args, records):
     return ready, time.time(), responses, lengths, {"dtype": "float32", "device": str(model.device)}
 
 
+def _run_bare_hf(args, records):
+    """A plain batched ``generate`` loop: the images decoded as ours are, the same request, no progress files,
+    no prefetch, no streaming — what our hf path is measured against."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from unifer.bench.items import generated_length, paper_messages
+    from unifer.data.images import join_image_path, load_image
+    from unifer.infer.modeling import pick_dtype
+
+    dtype = pick_dtype(args.dtype)
+    model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype).eval()
+    processor = AutoProcessor.from_pretrained(args.model)
+    processor.tokenizer.padding_side = "left"
+    ready = time.time()
+    responses, lengths = [], []
+    for k in range(0, len(records), args.batch_size):
+        batch = records[k:k + args.batch_size]
+        images = [load_image(join_image_path(args.image_root, r["image_path"])) for r in batch]
+        texts = [processor.apply_chat_template(paper_messages(r["prompt"]), tokenize=False,
+                                               add_generation_prompt=True) for r in batch]
+        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=args.max_new_tokens, use_cache=True)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        lengths += [generated_length(row.tolist()) for row in new]
+        responses += processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return ready, time.time(), responses, lengths, {"dtype": str(dtype).replace("torch.", "")}
+
+
+def _run_bare_vllm(args, records):
+    """One ``LLM.generate`` over every request, the engine configured exactly as our vllm engine configures it."""
+    from unifer.data.images import join_image_path, load_image
+    from unifer.infer.engines import VLLMEngine, chat_prompt, generation_settings
+
+    settings = generation_settings(args.model, args.max_new_tokens)
+    engine = VLLMEngine(args.model, settings, dtype=args.dtype)  # only its LLM and sampling parameters are used
+    llm, params, processor = engine.llm, engine.sampling_params, engine.processor
+    ready = time.time()
+    requests = [{"prompt": chat_prompt(processor, r["prompt"]),
+                 "multi_modal_data": {"image": load_image(join_image_path(args.image_root, r["image_path"]))}}
+                for r in records]
+    outputs = llm.generate(requests, params, use_tqdm=False)
+    ids = [list(o.outputs[0].token_ids) for o in outputs]
+    done = time.time()
+    responses = processor.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    engine.close()
+    return ready, done, responses, [len(i) for i in ids], {"dtype": str(engine.dtype).replace("torch.", "")}
+
+
 def _run_engine(args, records):
     """Our engine through the user's own path, ``unifer.infer.runner.main`` (what ``eval_<set>/code/infer_unifer.py``
     runs: checks, progress file, image prefetch, batching, atomic results file). Wrapping ``make_engine`` marks
     the moment the model is ready and counts the tokens each response used."""
     from unifer.infer import runner as infer
+    from unifer.infer import suite
 
     lengths: list[int] = []
     marks: dict = {}
-    real_make_engine = infer.make_engine
+    real_make_engine = suite.make_engine
 
     def timed_make_engine(*a, **kw):
         engine = real_make_engine(*a, **kw)
@@ -53,6 +106,16 @@ def _run_engine(args, records):
             return answers
 
         engine.generate = counting_generate
+        if hasattr(engine, "stream"):
+            real_stream = engine.stream
+
+            def counting_stream(requests, **kw):
+                for tag, answer in real_stream(requests, **kw):
+                    lengths.append(answer.tokens)
+                    marks["last_answer"] = time.time()
+                    yield tag, answer
+
+            engine.stream = counting_stream
         marks["ready"] = time.time()
         marks["dtype"] = str(getattr(engine, "dtype", args.dtype)).replace("torch.", "")
         return engine
@@ -62,11 +125,11 @@ def _run_engine(args, records):
     argv = ["--model", args.model, "--input", args.items, "--output", str(output), "--image-root", args.image_root,
             "--engine", args.variant, "--batch-size", str(args.batch_size), "--max-new-tokens",
             str(args.max_new_tokens), "--dtype", args.dtype, "--overwrite"]
-    infer.make_engine = timed_make_engine
+    suite.make_engine = timed_make_engine
     try:
         rc = infer.main(argv, set_key=args.set)
     finally:
-        infer.make_engine = real_make_engine
+        suite.make_engine = real_make_engine
     if rc:
         raise SystemExit(rc)
     results = json.loads(output.read_text(encoding="utf-8"))
@@ -91,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     spawn = args.spawn_time or time.time()
     records = json.loads(Path(args.items).read_text(encoding="utf-8"))
 
-    run = _run_paper if args.variant == "paper" else _run_engine
+    run = {"paper": _run_paper, "bare-hf": _run_bare_hf, "bare-vllm": _run_bare_vllm}.get(args.variant, _run_engine)
     ready, done, responses, lengths, extra = run(args, records)
 
     from unifer.bench.measure import self_peak_rss_mb

@@ -175,8 +175,8 @@ def _qa_file_argument(text: str) -> str:
     return text
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``unifer ferbench build|check|rlvr``."""
+def add_arguments(parser: argparse.ArgumentParser):
+    """``unifer ferbench build|check|rlvr``; returns the subparsers, where ``unifer ferbench run`` adds itself."""
     sub = parser.add_subparsers(dest="action", required=True)
 
     b = sub.add_parser("build", help="build the FERBench QA files from the raw dataset folders")
@@ -201,6 +201,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--folder", default=None, help="for --dataset folder: DIR/<label>/<image>, inside the root")
     r.add_argument("--affectnet-csv", default=None,
                    help="AffectNet labels (default: IMAGE_ROOT/AffectNet/training.csv for --split train)")
+    return sub
 
 
 

@@ -111,7 +111,7 @@ class Demo:
             write_json_atomic(cot_path, cot)
             write_json_atomic(rlvr_path, rlvr)
             self.say(f"mini FERBench: {counts}; CoT {len(cot)} records, RLVR {len(rlvr)} records")
-        return {"raw": raw, **qa, "cot": cot_path, "rlvr": rlvr_path}
+        return {"raw": raw, "qa_dir": qa_dir, **qa, "cot": cot_path, "rlvr": rlvr_path}
 
     def sft(self, base: Path, data: dict) -> Path:
         out = self.work / "models" / "sft"
@@ -146,28 +146,29 @@ class Demo:
         return out
 
     def evaluate(self, tag: str, model: Path, data: dict) -> dict:
-        from unifer.infer.runner import cli as infer_cli
+        """Answer the four sets with one model load (eval_total/code/infer_unifer.py), then score them."""
+        from unifer.infer.allsets import cli as infer_all_cli
         from unifer.scoring.cli import set_main, total_main
 
         res_dir = self.work / "results" / tag
         engine = "hf" if self.fast or tag != "grpo" else "vllm"
+        results = {key: res_dir / s.default_results_path().name for key, s in SETS.items()}
+        if all(r.is_file() for r in results.values()):
+            self.say(f"{tag} answers: reusing {res_dir}")
+        else:
+            self.face(f"infer_{tag}", REPO_ROOT / "eval_total" / "code" / "infer_unifer.py", [
+                "--model", model, "--qa-dir", data["qa_dir"], "--results-dir", res_dir, "--image-root",
+                data["raw"], "--engine", engine, "--batch-size", "8", "--max-new-tokens", self.max_new_tokens],
+                infer_all_cli)
         for key, s in SETS.items():
-            results = res_dir / f"{key}_results.json"
-            if results.is_file():
-                self.say(f"{tag} answers for {s.name}: reusing {results}")
-            else:
-                self.face(f"infer_{tag}_{key}", REPO_ROOT / f"eval_{key}" / "code" / "infer_unifer.py", [
-                    "--model", model, "--input", data[key], "--output", results, "--image-root", data["raw"],
-                    "--engine", engine, "--batch-size", "8", "--max-new-tokens", self.max_new_tokens],
-                    partial(infer_cli, key))
             for protocol in ("paper", "strict"):
                 self.face(f"eval_{tag}_{key}_{protocol}", REPO_ROOT / f"eval_{key}" / "code" / "eval_unifer.py", [
-                    "--results", results, "--output", res_dir / f"{key}_metrics_{protocol}.json",
+                    "--results", results[key], "--output", res_dir / f"{key}_metrics_{protocol}.json",
                     "--protocol", protocol, *self._figs_flags(tag)], partial(set_main, key))
         for protocol in ("paper", "strict"):
             self.face(f"eval_total_{tag}_{protocol}", REPO_ROOT / "eval_total" / "code" / "eval_unifer.py", [
                 *[a for key, flag in zip(SETS, ("--rafdb", "--ferplus", "--affectnet", "--sfew"))
-                  for a in (flag, res_dir / f"{key}_results.json")],
+                  for a in (flag, results[key])],
                 "--output", res_dir / f"total_metrics_{protocol}.json", "--protocol", protocol,
                 *self._figs_flags(tag)], total_main)
         return self._summarise(res_dir)
@@ -200,7 +201,7 @@ class Demo:
                 m = json.loads((res_dir / f"{key}_metrics_{protocol}.json").read_text())
                 row[protocol] = m["overall"]["accuracy"]
             if key != "total":
-                recs = json.loads((res_dir / f"{key}_results.json").read_text())
+                recs = json.loads((res_dir / SETS[key].default_results_path().name).read_text())
                 row["answer_tag"] = sum(bool(ANSWER_RE.search(r["model_response"])) for r in recs) / len(recs)
             out[key] = row
         out["total"]["answer_tag"] = sum(out[k]["answer_tag"] for k in SETS) / len(SETS)

@@ -239,13 +239,45 @@ class VLLMEngine:
             stop_token_ids=list(settings.eos_token_ids), detokenize=False, seed=seed,
         )
 
+    def request(self, image, prompt: str) -> dict:
+        return {"prompt": chat_prompt(self.processor, prompt), "multi_modal_data": {"image": image}}
+
+    def _answer(self, output) -> Answer:
+        ids = list(output.outputs[0].token_ids)
+        text = self.processor.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return Answer(text, len(ids))
+
     def generate(self, images, prompts) -> list[Answer]:
-        requests = [{"prompt": chat_prompt(self.processor, p), "multi_modal_data": {"image": img}}
-                    for img, p in zip(images, prompts)]
+        requests = [self.request(img, p) for img, p in zip(images, prompts)]
         outputs = self.llm.generate(requests, self.sampling_params, use_tqdm=False)
-        ids = [list(o.outputs[0].token_ids) for o in outputs]
-        answers = self.processor.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return [Answer(a, len(t)) for a, t in zip(answers, ids)]
+        return [self._answer(o) for o in outputs]
+
+    def stream(self, requests, window: int = 512):
+        """``requests``: an iterable of (tag, image, prompt). Yields (tag, Answer) as each request finishes: vLLM
+        schedules up to ``window`` requests at once (its continuous batching), refilled as they finish. A request
+        that vLLM refuses on its own (e.g. a prompt longer than --max-model-len) is answered with an error."""
+        engine = self.llm.llm_engine
+        source = iter(requests)
+        tags: dict[str, object] = {}
+        exhausted = False
+        while True:
+            while not exhausted and len(tags) < window:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    break
+                tag, image, prompt = item
+                try:
+                    (rid,) = self.llm.enqueue([self.request(image, prompt)], self.sampling_params, use_tqdm=False)
+                except (ValueError, TypeError) as e:  # refused at admission: this item's own failure
+                    yield tag, Answer("", 0, error=f"vLLM refused the request: {e}")
+                    continue
+                tags[rid] = tag
+            if not tags:
+                return
+            for output in engine.step():
+                if output.finished and output.request_id in tags:
+                    yield tags.pop(output.request_id), self._answer(output)
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None

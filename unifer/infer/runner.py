@@ -16,18 +16,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from unifer.data.records import load_records
-from unifer.infer.engines import ENGINES, default_batch_size, generation_settings, make_engine
+from unifer.infer.engines import ENGINES, default_batch_size
 from unifer.errors import UniferError, run_cli
-from unifer.data.images import ImageLoadError, join_image_path, load_image
-from unifer.data.jsonio import write_json_atomic
 from unifer.infer.modeling import check_model_dir, cuda_available
-from unifer.infer.progress import ProgressFile, merge_shards, parse_shard, progress_path, results_in_order, shard_indices
+from unifer.infer.progress import parse_shard
 from unifer.data.sets import REPO_ROOT, SET_KEYS, get_set, resolve_path
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "UniFER-7B"
@@ -65,15 +60,17 @@ def build_parser(set_key: str | None = None) -> argparse.ArgumentParser:
     return ap
 
 
-def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None) -> None:
-    """The flags of ``unifer infer`` (``--set`` chooses the set) and of ``eval_<set>/code/infer_unifer.py``."""
+def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None, paths: bool = True) -> None:
+    """The flags of ``unifer infer`` (``--set`` chooses the set) and of ``eval_<set>/code/infer_unifer.py``
+    (``paths=False``: without ``--input`` / ``--output``, for the four-set face)."""
     if set_key is None:
         ap.add_argument("--set", required=True, choices=SET_KEYS, help="which FERBench set")
     ap.add_argument("--model", default=None,
                     help="checkpoint directory (default: $UNIFER_MODEL, else model/UniFER-7B in the repository)")
-    ap.add_argument("--input", default=None, help="QA file (default: eval_<set>/data/<set>_qa.json)")
-    ap.add_argument("--output", default=None,
-                    help="results file (default: eval_<set>/results/<set>_unifer_7b_results.json)")
+    if paths:
+        ap.add_argument("--input", default=None, help="QA file (default: eval_<set>/data/<set>_qa.json)")
+        ap.add_argument("--output", default=None,
+                        help="results file (default: eval_<set>/results/<set>_unifer_7b_results.json)")
     ap.add_argument("--image-root", default=None,
                     help="prefix of the QA image paths (default: $UNIFER_IMAGE_ROOT, else /)")
     ap.add_argument("--engine", choices=ENGINES, default="hf", help="transformers (hf, default) or vllm")
@@ -134,111 +131,15 @@ def resolve_run(args, set_key: str) -> dict:
                 batch_size=batch_size, run=run)
 
 
-def load_batch(records: list[dict], indices: list[int], image_root) -> tuple[list, list[tuple[int, dict]]]:
-    """Decode a batch's images: (answerable [(index, image)], error items [(index, result)])."""
-    ok, failed = [], []
-    for i in indices:
-        try:
-            ok.append((i, load_image(join_image_path(image_root, records[i]["image_path"]))))
-        except ImageLoadError as e:
-            failed.append((i, {**records[i], "model_response": f"ERROR: {e}", "error": True}))
-    return ok, failed
-
-
-def answer_all(engine, records, pending: list[int], image_root, batch_size: int, progress: ProgressFile, bar) -> int:
-    """Answer ``pending`` in batches, recording each batch as it finishes. Images of the next batch are decoded
-    in a thread while the current one generates. Returns (generated tokens, seconds)."""
-    batches = [pending[k:k + batch_size] for k in range(0, len(pending), batch_size)]
-    tokens, started = 0, time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ahead = pool.submit(load_batch, records, batches[0], image_root) if batches else None
-        for n, batch in enumerate(batches):
-            ok, finished = ahead.result()
-            ahead = pool.submit(load_batch, records, batches[n + 1], image_root) if n + 1 < len(batches) else None
-            if ok:
-                try:
-                    answers = engine.generate([img for _, img in ok], [records[i]["prompt"] for i, _ in ok])
-                except Exception as e:
-                    if type(e).__name__ == "OutOfMemoryError":
-                        raise UniferError(f"out of memory at batch size {batch_size}; finished items are saved "
-                                          f"in {progress.path}: rerun with a smaller --batch-size") from None
-                    e.add_note(f"finished items are saved in {progress.path}; rerun to resume")
-                    raise
-                if len(answers) != len(ok):
-                    raise RuntimeError(f"{engine.name} engine returned {len(answers)} answers for {len(ok)} requests")
-                for (i, _), answer in zip(ok, answers):
-                    if answer.error is not None:  # this item alone failed: an error item, the run goes on
-                        finished.append((i, {**records[i], "model_response": f"ERROR: {answer.error}", "error": True}))
-                    else:
-                        finished.append((i, {**records[i], "model_response": answer.text}))
-                tokens += sum(answer.tokens for answer in answers)
-            progress.append(sorted(finished))
-            bar.update(len(finished))
-            bar.set_postfix_str(f"{tokens / max(time.perf_counter() - started, 1e-9):.1f} tokens/s", refresh=False)
-    return tokens, time.perf_counter() - started
-
-
 def main(argv: list[str] | None = None, set_key: str | None = None) -> int:
     return run(build_parser(set_key).parse_args(argv), set_key)
 
 
 def run(args: argparse.Namespace, set_key: str | None = None) -> int:
     set_key = set_key or args.set
-    plan = resolve_run(args, set_key)
-    ferset, output, run, records = plan["ferset"], plan["output"], plan["run"], plan["records"]
-    if args.merge:
-        merged, message = merge_shards(output, {**run, "shard": None}, len(records))
-        if not merged:
-            raise UniferError(f"cannot merge into {output} yet: {message}")
-        print(f"{ferset.name}: {message} -> {output}")
-        return 0
+    from unifer.infer.suite import answer_sets
 
-    ppath = progress_path(output, plan["shard"])
-    if output.exists() and not ppath.exists() and not args.overwrite:
-        raise UniferError(f"{output} already exists; pass --overwrite to answer again, or choose another --output")
-    indices = shard_indices(len(records), plan["shard"])
-    started = time.perf_counter()
-    with ProgressFile(ppath, run, overwrite=args.overwrite,
-                      wait_message=f"another run is writing {ppath}; let it finish or choose another --output") as progress:
-        pending = [i for i in indices if i not in progress.done]
-        tokens, seconds = 0, 0.0
-        if pending:
-            from tqdm import tqdm
-
-            where = f"resuming: {len(indices) - len(pending)} of {len(indices)} items already done, " if len(
-                pending) < len(indices) else ""
-            print(f"{ferset.name}: {where}loading {plan['model']} ({args.engine})", file=sys.stderr, flush=True)
-            engine = make_engine(args.engine, plan["model"], generation_settings(plan["model"], args.max_new_tokens),
-                                 dtype=args.dtype, attn=args.attn_implementation,
-                                 tensor_parallel_size=args.tensor_parallel_size,
-                                 gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len)
-            try:
-                with tqdm(total=len(indices), initial=len(indices) - len(pending), unit="item", desc=ferset.name,
-                          dynamic_ncols=True) as bar:
-                    tokens, seconds = answer_all(engine, records, pending, plan["image_root"], plan["batch_size"], progress, bar)
-            finally:
-                engine.close()
-        results = results_in_order(progress.done, indices)
-        wall = time.perf_counter() - started
-        errors = sum(1 for r in results if r.get("error") is True)
-        rate = (f"{len(pending)} done now in {seconds:.1f}s: {len(pending) / max(seconds, 1e-9):.2f} items/s, "
-                f"{tokens / max(seconds, 1e-9):.1f} tokens/s" if pending else "nothing left to do")
-        summary = f"{ferset.name}: {len(results)} items, {errors} errors ({rate}; wall time {wall:.1f}s)"
-        if plan["shard"] is None:
-            try:
-                write_json_atomic(output, results)
-            except OSError as e:
-                raise UniferError(f"{e}; every answer is kept in {progress.path}: free space and rerun to write "
-                                  "the results") from None
-            progress.remove()
-            print(f"{summary} -> {output}")
-            return 0
-    # This shard is complete and unlocked: merge if every shard is.
-    merged, message = merge_shards(output, {**run, "shard": None}, len(records), shards=plan["shard"][1])
-    i, n = plan["shard"]
-    print(f"{summary}; shard {i}/{n} done, " + (f"{message} -> {output}" if merged else
-          f"not merged yet ({message}); the last shard to finish merges, or rerun with --merge"))
-    return 0
+    return answer_sets(args, {set_key: resolve_run(args, set_key)})
 
 
 def cli(set_key: str | None = None, argv: list[str] | None = None) -> int:

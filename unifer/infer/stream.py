@@ -1,0 +1,160 @@
+"""Streams, not barriers: every pending item goes to the engine as one stream; each answer comes back as it finishes.
+
+An item is a ``Job`` (which set, which record, which image). ``stream_answers`` decodes the images ahead in a thread
+(Pillow releases the GIL), turns an unreadable image into an error item at once, and hands the rest to the engine:
+
+- an engine with ``stream(requests)`` (vLLM) gets a window of requests far larger than one batch and answers them
+  in its own continuous batching, returning each request as it finishes — a long answer no longer holds back the
+  rest of its batch;
+- any other engine (hf, openai) gets ``generate`` calls of ``batch_size`` items; hf's items come sorted by prompt
+  length, so a batch pads little (answers do not depend on the batch: see ``unifer.infer.engines``).
+
+Results come back as ``(job, result_record)``; the caller records them (progress files) in small groups.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from unifer.data.images import ImageLoadError, join_image_path, load_image
+from unifer.errors import UniferError
+
+#: Requests a streaming engine holds at once: enough to keep its scheduler full, few enough to bound memory.
+STREAM_WINDOW = 512
+_DECODE_AHEAD = 64  # images decoded ahead of the engine
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str  # the set
+    index: int  # the record's position in its QA file
+    record: dict
+    image_root: str
+
+    def error_result(self, reason: str) -> dict:
+        return {**self.record, "model_response": f"ERROR: {reason}", "error": True}
+
+    def answered(self, answer) -> dict:
+        if answer.error is not None:  # this item alone failed: an error item, the run goes on
+            return self.error_result(answer.error)
+        return {**self.record, "model_response": answer.text}
+
+
+def order_for(engine, jobs: list[Job]) -> list[Job]:
+    """hf: shortest prompts first (stable, so one set keeps its order); others: as given."""
+    if getattr(engine, "name", "") == "hf":
+        return sorted(jobs, key=lambda j: len(j.record["prompt"]))
+    return jobs
+
+
+def _decoded(jobs: Iterable[Job], image_size=None) -> Iterator[tuple[Job, object, str | None]]:
+    """(job, image, None) or (job, None, reason), in order, decoding ahead in one thread."""
+
+    def decode(job: Job):
+        try:
+            path = join_image_path(job.image_root, job.record["image_path"])
+            return job, (load_image(path) if image_size is None else load_image(path, image_size)), None
+        except ImageLoadError as e:
+            return job, None, str(e)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = []
+        for job in jobs:
+            ahead.append(pool.submit(decode, job))
+            if len(ahead) > _DECODE_AHEAD:
+                yield ahead.pop(0).result()
+        for fut in ahead:
+            yield fut.result()
+
+
+def _engine_failure(engine, e: BaseException, batch_size: int) -> BaseException:
+    if type(e).__name__ == "OutOfMemoryError":
+        return UniferError(f"{engine.name} engine ran out of memory at batch size {batch_size}; finished items are "
+                           "saved: rerun with a smaller --batch-size to resume")
+    e.add_note("finished items are saved in the progress files; rerun to resume")
+    return e
+
+
+def stream_answers(engine, jobs: list[Job], batch_size: int, stats: dict | None = None,
+                   image_size=None) -> Iterator[tuple[Job, dict]]:
+    """Answer every job; yield ``(job, result record)`` as each finishes (error items included).
+    ``stats`` (if given) accumulates ``tokens``."""
+    stats = stats if stats is not None else {}
+    stats.setdefault("tokens", 0)
+    decoded = _decoded(order_for(engine, jobs), image_size)
+    if hasattr(engine, "stream"):
+        yield from _streamed(engine, decoded, stats, batch_size)
+        return
+    batch: list[tuple[Job, object]] = []
+
+    def flush():
+        try:
+            answers = engine.generate([img for _, img in batch], [job.record["prompt"] for job, _ in batch])
+        except Exception as e:
+            raise _engine_failure(engine, e, batch_size) from None
+        if len(answers) != len(batch):
+            raise RuntimeError(f"{engine.name} engine returned {len(answers)} answers for {len(batch)} requests")
+        stats["tokens"] += sum(a.tokens for a in answers)
+        out = [(job, job.answered(a)) for (job, _), a in zip(batch, answers)]
+        batch.clear()
+        return out
+
+    for job, image, reason in decoded:
+        if reason is not None:
+            yield job, job.error_result(reason)
+            continue
+        batch.append((job, image))
+        if len(batch) >= batch_size:
+            yield from flush()
+    if batch:
+        yield from flush()
+
+
+def _streamed(engine, decoded, stats: dict, batch_size: int) -> Iterator[tuple[Job, dict]]:
+    errors: list[tuple[Job, dict]] = []
+
+    def requests():
+        for job, image, reason in decoded:
+            if reason is not None:
+                errors.append((job, job.error_result(reason)))
+                continue
+            yield job, image, job.record["prompt"]
+
+    try:
+        for job, answer in engine.stream(requests(), window=STREAM_WINDOW):
+            while errors:
+                yield errors.pop(0)
+            stats["tokens"] += answer.tokens
+            yield job, job.answered(answer)
+    except UniferError:
+        raise
+    except Exception as e:
+        raise _engine_failure(engine, e, batch_size) from None
+    while errors:
+        yield errors.pop(0)
+
+
+class GroupWriter:
+    """Collects finished results per set and appends them to that set's progress file in small groups (every
+    ``group`` items or ``seconds``), so a kill loses at most a group's worth of answers' bookkeeping."""
+
+    def __init__(self, progress: dict, group: int = 16, seconds: float = 5.0, on_write=None):
+        self.progress, self.group, self.seconds, self.on_write = progress, group, seconds, on_write
+        self.pending: dict[str, list[tuple[int, dict]]] = {k: [] for k in progress}
+        self.last = time.monotonic()
+
+    def add(self, job: Job, result: dict) -> None:
+        self.pending[job.key].append((job.index, result))
+        if len(self.pending[job.key]) >= self.group or time.monotonic() - self.last > self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        for key, items in self.pending.items():
+            if items:
+                self.progress[key].append(sorted(items))
+                if self.on_write:
+                    self.on_write(key, len(items))
+                items.clear()
+        self.last = time.monotonic()
