@@ -258,7 +258,7 @@ class VLLMEngine:
         that vLLM refuses on its own (e.g. a prompt longer than --max-model-len) is answered with an error."""
         engine = self.llm.llm_engine
         source = iter(requests)
-        tags: dict[str, object] = {}
+        tags: dict[str, object] = {}  # request id → tag, for the requests in flight
         exhausted = False
         while True:
             while not exhausted and len(tags) < window:
@@ -272,9 +272,13 @@ class VLLMEngine:
                 except (ValueError, TypeError) as e:  # refused at admission: this item's own failure
                     yield tag, Answer("", 0, error=f"vLLM refused the request: {e}")
                     continue
-                tags[rid] = tag
+                # enqueue returns vLLM's internal id (the LLM's counter + "-" + a random suffix); outputs carry
+                # the counter.
+                tags[rid.rsplit("-", 1)[0]] = tag
             if not tags:
                 return
+            if not engine.has_unfinished_requests():
+                raise RuntimeError(f"vLLM stopped with {len(tags)} requests unanswered")
             for output in engine.step():
                 if output.finished and output.request_id in tags:
                     yield tags.pop(output.request_id), self._answer(output)
