@@ -206,6 +206,20 @@ def answer_all(engine, records, pending: list[int], image_root, batch_size: int,
     return tokens, time.perf_counter() - started
 
 
+def earlier_results(output: Path, records: list[dict], indices: list[int]) -> list[tuple[int, dict]]:
+    """The items of a finished results file, checked against the input item by item (--retry-errors)."""
+    from unifer.data.jsonio import read_records
+
+    old = read_records(output)
+    if len(old) != len(records):
+        raise UniferError(f"{output} holds {len(old)} items, the input {len(records)}: not this input's results; "
+                          "pass --overwrite to answer again")
+    for i in indices:
+        if not isinstance(old[i], dict) or any(old[i].get(k) != v for k, v in records[i].items()):
+            raise UniferError(f"{output}: record {i} is not the input's item {i}; pass --overwrite to answer again")
+    return [(i, old[i]) for i in indices]
+
+
 def usage_line(results) -> str:
     """``"; usage: P prompt + C completion tokens"`` over the items whose API reported usage ("" where none did)."""
     reported = [r["usage"] for r in results if isinstance(r.get("usage"), dict)]
@@ -232,12 +246,18 @@ def run(args: argparse.Namespace, set_key: str | None = None) -> int:
         return 0
 
     ppath = progress_path(output, plan["shard"])
-    if output.exists() and not ppath.exists() and not args.overwrite:
-        raise UniferError(f"{output} already exists; pass --overwrite to answer again, or choose another --output")
     indices = shard_indices(len(records), plan["shard"])
+    earlier = None
+    if output.exists() and not ppath.exists() and not args.overwrite:
+        if not args.retry_errors:
+            raise UniferError(f"{output} already exists; pass --overwrite to answer again, --retry-errors to answer "
+                              "its error items again, or choose another --output")
+        earlier = earlier_results(output, records, indices)
     started = time.perf_counter()
     with ProgressFile(ppath, run, overwrite=args.overwrite,
                       wait_message=f"another run is writing {ppath}; let it finish or choose another --output") as progress:
+        if earlier is not None:  # --retry-errors on a finished results file: its answers seed the progress file
+            progress.append(earlier)
         pending = [i for i in indices if i not in progress.done
                    or (args.retry_errors and progress.done[i].get("error") is True)]
         stopped = None
