@@ -287,8 +287,8 @@ def run(args: argparse.Namespace, set_key: str | None = None) -> int:
             finally:
                 engine.close()
         usage = usage_line(progress.done.values())
-        if stopped:
-            left = sum(1 for i in indices if i not in progress.done)
+        left = sum(1 for i in indices if i not in progress.done)
+        if stopped and left:
             print(f"{ferset.name}: stopped, {stopped}: {len(indices) - left} of {len(indices)} items done, {left} "
                   f"left{usage}; every answer is kept in {progress.path}: rerun the same command to go on")
             return 3
