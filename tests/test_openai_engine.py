@@ -118,7 +118,7 @@ def test_faults_budgets_and_key_against_a_fake_upstream(photos, tmp_path, monkey
         for p, r in zip(paths, clean):
             assert r["model_response"] == FakeUpstream.answer_for(image_data_url(load_image(p)))
             assert r["usage"]["completion_tokens"] == 3
-        check_faults_and_budgets(upstream.base_url, "fake", qa, tmp_path, clean, capsys, caplog, timeout_s=1.0,
+        check_faults_and_budgets(upstream.base_url, "fake", qa, tmp_path, clean, capsys, caplog, timeout_s=3.0,
                                  extra=("--extra-body", '{"repetition_penalty": 1.05}'))
 
 
@@ -161,3 +161,20 @@ def test_key_handling(tmp_path, monkeypatch, photos):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with FakeUpstream() as upstream:
         assert run_infer(upstream.base_url, "fake", qa, tmp_path / "local.json") == 0
+
+
+def test_token_budget_stops_cleanly_and_the_rerun_finishes(photos, tmp_path, capsys):
+    qa = write_qa([p.path for p in photos[:4]], tmp_path / "qa.json")
+    out = tmp_path / "out.json"
+    with FakeUpstream() as upstream:
+        # one at a time: the first answer's tokens spend the budget, nothing more is sent
+        assert run_infer(upstream.base_url, "fake", qa, out, "--concurrency", "1", "--max-tokens-budget", "10") == 3
+        assert len(upstream.requests) == 1 and not out.exists()
+        assert "stopped, --max-tokens-budget 10 reached" in capsys.readouterr().out
+        assert run_infer(upstream.base_url, "fake", qa, out, "--concurrency", "1") == 0
+        assert len(upstream.requests) == 4  # the rerun sent only the 3 items left
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["model_response"] for r in results] == [
+        FakeUpstream.answer_for(image_data_url(load_image(p.path))) for p in photos[:4]]
+    with pytest.raises(UniferError, match="--engine openai needs --base-url URL and --model NAME"):
+        infer_main(["--engine", "openai", "--model", "x", "--input", str(qa)], "rafdb")

@@ -148,6 +148,8 @@ class OpenAIEngine:
             raise UniferError(f"--image-detail must be one of {', '.join(IMAGE_DETAILS)}, got {image_detail!r}")
         if concurrency < 1 or max_retries < 0 or request_timeout <= 0:
             raise UniferError("--concurrency must be >= 1, --max-retries >= 0 and --request-timeout > 0")
+        if (max_requests is not None and max_requests < 1) or (max_tokens_budget is not None and max_tokens_budget < 1):
+            raise UniferError("--max-requests and --max-tokens-budget must be at least 1")
         self._openai = openai
         self.model, self.settings, self.base_url = model, settings, base_url
         self.image_format, self.image_detail = image_format, image_detail
