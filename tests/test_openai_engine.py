@@ -161,6 +161,12 @@ def test_key_handling(tmp_path, monkeypatch, photos):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with FakeUpstream() as upstream:
         assert run_infer(upstream.base_url, "fake", qa, tmp_path / "local.json") == 0
+        # for vendors that want them: JPEG and a detail level
+        assert run_infer(upstream.base_url, "fake", qa, tmp_path / "jpeg.json", "--image-format", "jpeg",
+                         "--image-detail", "low") == 0
+        png, jpeg = (r["messages"][0]["content"][0]["image_url"] for r in upstream.requests)
+    assert png["url"].startswith("data:image/png;base64,") and "detail" not in png
+    assert jpeg["url"].startswith("data:image/jpeg;base64,/9j/") and jpeg["detail"] == "low"
 
 
 def test_token_budget_stops_cleanly_and_the_rerun_finishes(photos, tmp_path, capsys):
