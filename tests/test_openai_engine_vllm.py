@@ -78,3 +78,21 @@ def test_faults_reruns_budgets_and_key_against_the_real_server(server, photos, t
     check_faults_and_budgets(base_url, "tiny", qa, tmp_path / "run", clean, capsys, caplog, timeout_s=15.0,
                              tokens=TOKENS, extra=("--extra-body", PENALTY))
     assert FAKE_KEY[8:20].encode() not in server_log.read_bytes()
+
+
+@pytest.mark.slow
+def test_bench_section_measures_concurrencies_side_by_side(server, penalty_model, tmp_path):
+    from argparse import Namespace
+
+    from unifer.bench.openai_api import openai_markdown, run_openai
+
+    args = Namespace(items=6, max_new_tokens=16, synthetic_images=False, openai_concurrency=[1, 3])
+    sec = run_openai(args, penalty_model, tmp_path / "bench", server=(server[0], "tiny"))
+    one, three = sec["variants"]
+    assert (one["concurrency"], three["concurrency"]) == (1, 3)
+    for row in (one, three):
+        assert row["items"] == 6 and row["errors"] == 0 and row["items_per_s"] > 0
+        assert 0 < row["completion_tokens"] <= 6 * 16
+    assert three["same_answers"] == 1.0 and one["speedup"] == 1.0  # concurrency changes speed, not answers
+    md = openai_markdown(sec)
+    assert "| 1 | 6 | 0 |" in md and "| 3 | 6 | 0 |" in md

@@ -21,7 +21,8 @@ from pathlib import Path
 from unifer.bench.measure import markdown_table
 
 
-def run_openai(args, model: Path, workdir: Path) -> dict:
+def run_openai(args, model: Path, workdir: Path, server: tuple[str, str] | None = None) -> dict:
+    """``server``: (base URL, model name) of a server already up (the tests'); else one is started here."""
     from unifer.bench.items import make_items
     from unifer.infer.local_server import vllm_openai_server
     from unifer.infer.runner import main as infer_main
@@ -30,11 +31,14 @@ def run_openai(args, model: Path, workdir: Path) -> dict:
     items_path, source = make_items(args.items, workdir, use_photos=not args.synthetic_images)
     rows = []
     t0 = time.perf_counter()
-    with vllm_openai_server(model, log_path=workdir / "vllm-server.log", served_name="bench") as base_url:
-        startup_s = round(time.perf_counter() - t0, 1)
+    started = (contextlib.nullcontext(server[0]) if server else
+               vllm_openai_server(model, log_path=workdir / "vllm-server.log", served_name="bench"))
+    name = server[1] if server else "bench"
+    with started as base_url:
+        startup_s = None if server else round(time.perf_counter() - t0, 1)
 
         def answer(out: Path, concurrency: int, limit: int | None = None) -> tuple[float, str]:
-            argv = ["--engine", "openai", "--base-url", base_url, "--model", "bench", "--input", str(items_path),
+            argv = ["--engine", "openai", "--base-url", base_url, "--model", name, "--input", str(items_path),
                     "--output", str(out), "--image-root", "/", "--max-new-tokens", str(args.max_new_tokens),
                     "--concurrency", str(concurrency), "--overwrite"]
             if limit:
@@ -85,6 +89,7 @@ def openai_markdown(sec: dict) -> str:
             continue
         rows.append([r["concurrency"], r["items"], r["errors"], r["wall_s"], r["items_per_s"], r["tokens_per_s"],
                      f"{r.get('speedup', 1.0):.2f}×", f"{100 * r.get('same_answers', 1.0):.0f}%"])
+    startup = ("" if sec["server_startup_s"] is None else
+               f"Server start-up (not in the times): {sec['server_startup_s']} s.\n\n")
     return (f"### OpenAI-compatible engine against a local vLLM server: {sec['items']} items × at most "
-            f"{sec['max_new_tokens']} new tokens, {sec['image_source']}\n\nServer start-up (not in the times): "
-            f"{sec['server_startup_s']} s.\n\n" + markdown_table(headers, rows))
+            f"{sec['max_new_tokens']} new tokens, {sec['image_source']}\n\n{startup}" + markdown_table(headers, rows))
