@@ -12,9 +12,9 @@ Robust by construction: ``concurrency`` requests in flight (threads; the officia
 with a timeout; a retryable failure (429, 408, 409, 5xx, a dropped connection, a timeout, a body that is not
 JSON) is retried with exponential backoff and full jitter, or after the server's ``Retry-After``. What still fails
 is that item's error (the runner writes an error item and goes on); a refusal of the whole endpoint (401, 403,
-404: a wrong key, base URL or model name) stops the run instead, with finished items kept. ``max_requests`` and
-``max_tokens_budget`` stop sending new requests once spent: unsent items come back as ``None`` (left pending for
-a rerun) and ``stop_reason`` says why.
+404: a wrong key, base URL or model name) stops the run instead, the items of earlier batches kept.
+``max_requests`` and ``max_tokens_budget`` stop sending new requests once spent: unsent items come back as
+``None`` (left pending for a rerun) and ``stop_reason`` says why.
 
 The API key is read from the environment only and scrubbed from every error text this engine produces.
 """
