@@ -12,7 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-FAULTS = ("429", "500", "503", "drop", "truncate", "hang", "sticky500", "echo-key-400")
+FAULTS = ("429", "500", "503", "drop", "truncate", "hang", "sticky500", "echo-key-400", "401")
 
 
 class _Server(ThreadingHTTPServer):
@@ -113,6 +113,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return self._error(429, "rate limited (injected)", {"Retry-After": proxy.retry_after})
         if fault in ("500", "sticky500"):
             return self._error(500, "internal error (injected)")
+        if fault == "401":
+            return self._error(401, "invalid api key (injected)")
         if fault == "503":
             return self._error(503, "overloaded (injected)")
         if fault == "echo-key-400":  # as vendors do: the key, echoed back in the error text

@@ -184,3 +184,16 @@ def test_token_budget_stops_cleanly_and_the_rerun_finishes(photos, tmp_path, cap
         FakeUpstream.answer_for(image_data_url(load_image(p.path))) for p in photos[:4]]
     with pytest.raises(UniferError, match="--engine openai needs --base-url URL and --model NAME"):
         infer_main(["--engine", "openai", "--model", "x", "--input", str(qa)], "rafdb")
+
+
+def test_a_refused_endpoint_stops_the_run_and_keeps_earlier_batches(photos, tmp_path):
+    qa = write_qa([p.path for p in photos[:4]], tmp_path / "qa.json")
+    out = tmp_path / "out.json"
+    with FakeUpstream() as upstream, FaultProxy(upstream.base_url, {2: "401"}) as proxy:
+        args = ("--concurrency", "1", "--batch-size", "2")
+        with pytest.raises(UniferError, match=r"refused the request \(HTTP 401: .*invalid api key"):
+            run_infer(proxy.base_url, "fake", qa, out, *args)
+        assert [what for _, what in proxy.log] == ["ok", "ok", "401"]  # nothing sent after the refusal
+        assert run_infer(proxy.base_url, "fake", qa, out, *args) == 0  # the first batch was kept
+        assert len(proxy.log) == 5
+    assert all("error" not in r for r in json.loads(out.read_text(encoding="utf-8")))

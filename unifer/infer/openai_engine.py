@@ -204,6 +204,8 @@ class OpenAIEngine:
                 status = e.status_code
                 last = f"HTTP {status}: {self.scrub(_short(e.message))}"
                 if status in FATAL_STATUSES:
+                    with self._lock:  # before raising: no item waiting in the pool may send another request
+                        self.stop_reason = self.stop_reason or "the endpoint refused"
                     raise EndpointError(f"{self.base_url} refused the request ({last}); check the base URL, "
                                         "--model and the API key") from None
                 if status not in RETRY_STATUSES:
@@ -247,8 +249,6 @@ class OpenAIEngine:
                 answers.append(f.result())
             except EndpointError as e:
                 fatal = fatal or e
-                with self._lock:
-                    self.stop_reason = self.stop_reason or "the endpoint refused"
                 answers.append(None)
         if fatal is not None:
             raise fatal
