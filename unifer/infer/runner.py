@@ -87,6 +87,8 @@ def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None) -> No
                     help="hf engine: auto (flash_attention_2 where installed on GPU, else sdpa), sdpa, eager")
     ap.add_argument("--limit", type=int, default=None, help="answer only the first N items")
     ap.add_argument("--overwrite", action="store_true", help="start fresh, discarding earlier progress")
+    ap.add_argument("--retry-errors", action="store_true",
+                    help="on resume, answer the error items of earlier runs again (default: keep them)")
     ap.add_argument("--shard", default=None, metavar="I/N", help="answer every N-th item from I (0 <= I < N)")
     ap.add_argument("--merge", action="store_true",
                     help="only merge finished shard progress files into the results file (same arguments, no --shard)")
@@ -94,6 +96,9 @@ def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None) -> No
     vl.add_argument("--tensor-parallel-size", type=int, default=1)
     vl.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     vl.add_argument("--max-model-len", type=int, default=4096, help="prompt + answer tokens (about 250 + 1024)")
+    from unifer.infer.openai_engine import add_engine_arguments
+
+    add_engine_arguments(ap)  # the "openai engine" group
 
 
 def _default_path(env: str, fallback: Path | str) -> str:
@@ -103,10 +108,16 @@ def _default_path(env: str, fallback: Path | str) -> str:
 def resolve_run(args, set_key: str) -> dict:
     """Check everything cheap before anything heavy: model, input, flags. Returns the plan."""
     ferset = get_set(set_key)
-    model = resolve_path(args.model or _default_path("UNIFER_MODEL", DEFAULT_MODEL))
-    if not args.model and not model.exists():
-        raise UniferError(f"model path not found: {model} (pass --model PATH or set $UNIFER_MODEL)")
-    check_model_dir(model)
+    api = args.engine == "openai"  # openai engine: --model names the endpoint's model, no directory to check
+    if api:
+        if not args.model or not args.base_url:
+            raise UniferError("--engine openai needs --base-url URL and --model NAME (the endpoint's model name)")
+        model = args.model
+    else:
+        model = resolve_path(args.model or _default_path("UNIFER_MODEL", DEFAULT_MODEL))
+        if not args.model and not model.exists():
+            raise UniferError(f"model path not found: {model} (pass --model PATH or set $UNIFER_MODEL)")
+        check_model_dir(model)
     input_path = resolve_path(args.input) if args.input else ferset.default_qa_path()
     records = load_records(input_path, "qa", hint="build it with python -m unifer ferbench build --image-root DIR")
     if args.limit is not None:
@@ -120,16 +131,26 @@ def resolve_run(args, set_key: str) -> dict:
         raise UniferError("--merge combines the shards; run it without --shard")
     if args.batch_size is not None and args.batch_size < 1:
         raise UniferError(f"--batch-size must be at least 1, got {args.batch_size}")
-    batch_size = default_batch_size(args.engine) if args.batch_size is None else args.batch_size  # imports torch
+    if args.batch_size is not None:
+        batch_size = args.batch_size
+    else:  # imports torch; the openai engine keeps 4 batches' worth of requests per call so none waits long
+        batch_size = 4 * max(args.concurrency, 1) if api else default_batch_size(args.engine)
     output = resolve_path(args.output) if args.output else ferset.default_results_path()
     image_root = args.image_root or _default_path("UNIFER_IMAGE_ROOT", "/")
-    from unifer.infer.modeling import pick_dtype
-
-    dtype = str(pick_dtype(args.dtype, cuda_available())).replace("torch.", "")
     # What decides the answers: a progress file written under other values is refused, not mixed in.
-    run = {"model": str(model), "model_fingerprint": model_fingerprint(model), "input": str(input_path),
-           "input_sha256": _sha256_file(input_path), "image_root": str(image_root), "engine": args.engine,
-           "dtype": dtype, "max_new_tokens": args.max_new_tokens, "shard": args.shard}
+    if api:  # the endpoint's identity: base URL + model name + request settings (never the key)
+        from unifer.infer.openai_engine import request_identity
+
+        run = {"model": model, "endpoint": request_identity(args), "input": str(input_path),
+               "input_sha256": _sha256_file(input_path), "image_root": str(image_root), "engine": args.engine,
+               "max_new_tokens": args.max_new_tokens, "shard": args.shard}
+    else:
+        from unifer.infer.modeling import pick_dtype
+
+        dtype = str(pick_dtype(args.dtype, cuda_available())).replace("torch.", "")
+        run = {"model": str(model), "model_fingerprint": model_fingerprint(model), "input": str(input_path),
+               "input_sha256": _sha256_file(input_path), "image_root": str(image_root), "engine": args.engine,
+               "dtype": dtype, "max_new_tokens": args.max_new_tokens, "shard": args.shard}
     return dict(ferset=ferset, model=model, records=records, output=output, image_root=image_root, shard=shard,
                 batch_size=batch_size, run=run)
 
@@ -167,15 +188,46 @@ def answer_all(engine, records, pending: list[int], image_root, batch_size: int,
                 if len(answers) != len(ok):
                     raise RuntimeError(f"{engine.name} engine returned {len(answers)} answers for {len(ok)} requests")
                 for (i, _), answer in zip(ok, answers):
+                    if answer is None:  # not sent: the engine's budget is spent (openai); still pending
+                        continue
                     if answer.error is not None:  # this item alone failed: an error item, the run goes on
                         finished.append((i, {**records[i], "model_response": f"ERROR: {answer.error}", "error": True}))
                     else:
-                        finished.append((i, {**records[i], "model_response": answer.text}))
-                tokens += sum(answer.tokens for answer in answers)
+                        result = {**records[i], "model_response": answer.text}
+                        if answer.usage is not None:  # what an API reported, per item
+                            result["usage"] = answer.usage
+                        finished.append((i, result))
+                tokens += sum(answer.tokens for answer in answers if answer is not None)
             progress.append(sorted(finished))
             bar.update(len(finished))
             bar.set_postfix_str(f"{tokens / max(time.perf_counter() - started, 1e-9):.1f} tokens/s", refresh=False)
+            if getattr(engine, "stop_reason", None):  # a budget is spent: stop cleanly, everything kept
+                break
     return tokens, time.perf_counter() - started
+
+
+def earlier_results(output: Path, records: list[dict], indices: list[int]) -> list[tuple[int, dict]]:
+    """The items of a finished results file, checked against the input item by item (--retry-errors)."""
+    from unifer.data.jsonio import read_records
+
+    old = read_records(output)
+    if len(old) != len(records):
+        raise UniferError(f"{output} holds {len(old)} items, the input {len(records)}: not this input's results; "
+                          "pass --overwrite to answer again")
+    for i in indices:
+        if not isinstance(old[i], dict) or any(old[i].get(k) != v for k, v in records[i].items()):
+            raise UniferError(f"{output}: record {i} is not the input's item {i}; pass --overwrite to answer again")
+    return [(i, old[i]) for i in indices]
+
+
+def usage_line(results) -> str:
+    """``"; usage: P prompt + C completion tokens"`` over the items whose API reported usage ("" where none did)."""
+    reported = [r["usage"] for r in results if isinstance(r.get("usage"), dict)]
+    if not reported:
+        return ""
+    prompt = sum(int(u.get("prompt_tokens") or 0) for u in reported)
+    completion = sum(int(u.get("completion_tokens") or 0) for u in reported)
+    return f"; usage: {prompt} prompt + {completion} completion tokens over {len(reported)} items"
 
 
 def main(argv: list[str] | None = None, set_key: str | None = None) -> int:
@@ -194,13 +246,21 @@ def run(args: argparse.Namespace, set_key: str | None = None) -> int:
         return 0
 
     ppath = progress_path(output, plan["shard"])
-    if output.exists() and not ppath.exists() and not args.overwrite:
-        raise UniferError(f"{output} already exists; pass --overwrite to answer again, or choose another --output")
     indices = shard_indices(len(records), plan["shard"])
+    earlier = None
+    if output.exists() and not ppath.exists() and not args.overwrite:
+        if not args.retry_errors:
+            raise UniferError(f"{output} already exists; pass --overwrite to answer again, --retry-errors to answer "
+                              "its error items again, or choose another --output")
+        earlier = earlier_results(output, records, indices)
     started = time.perf_counter()
     with ProgressFile(ppath, run, overwrite=args.overwrite,
                       wait_message=f"another run is writing {ppath}; let it finish or choose another --output") as progress:
-        pending = [i for i in indices if i not in progress.done]
+        if earlier is not None:  # --retry-errors on a finished results file: its answers seed the progress file
+            progress.append(earlier)
+        pending = [i for i in indices if i not in progress.done
+                   or (args.retry_errors and progress.done[i].get("error") is True)]
+        stopped = None
         tokens, seconds = 0, 0.0
         if pending:
             from tqdm import tqdm
@@ -208,22 +268,36 @@ def run(args: argparse.Namespace, set_key: str | None = None) -> int:
             where = f"resuming: {len(indices) - len(pending)} of {len(indices)} items already done, " if len(
                 pending) < len(indices) else ""
             print(f"{ferset.name}: {where}loading {plan['model']} ({args.engine})", file=sys.stderr, flush=True)
-            engine = make_engine(args.engine, plan["model"], generation_settings(plan["model"], args.max_new_tokens),
-                                 dtype=args.dtype, attn=args.attn_implementation,
-                                 tensor_parallel_size=args.tensor_parallel_size,
-                                 gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len)
+            if args.engine == "openai":  # a model name, no checkpoint: the request carries the settings
+                from unifer.infer.engines import GenerationSettings, engine_class
+                from unifer.infer.openai_engine import engine_options
+
+                engine = engine_class("openai")(plan["model"], GenerationSettings(args.max_new_tokens, 1.0, (), None),
+                                                **engine_options(args))
+            else:
+                engine = make_engine(args.engine, plan["model"], generation_settings(plan["model"], args.max_new_tokens),
+                                     dtype=args.dtype, attn=args.attn_implementation,
+                                     tensor_parallel_size=args.tensor_parallel_size,
+                                     gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len)
             try:
                 with tqdm(total=len(indices), initial=len(indices) - len(pending), unit="item", desc=ferset.name,
                           dynamic_ncols=True) as bar:
                     tokens, seconds = answer_all(engine, records, pending, plan["image_root"], plan["batch_size"], progress, bar)
+                stopped = getattr(engine, "stop_reason", None)
             finally:
                 engine.close()
+        usage = usage_line(progress.done.values())
+        left = sum(1 for i in indices if i not in progress.done)
+        if stopped and left:
+            print(f"{ferset.name}: stopped, {stopped}: {len(indices) - left} of {len(indices)} items done, {left} "
+                  f"left{usage}; every answer is kept in {progress.path}: rerun the same command to go on")
+            return 3
         results = results_in_order(progress.done, indices)
         wall = time.perf_counter() - started
         errors = sum(1 for r in results if r.get("error") is True)
         rate = (f"{len(pending)} done now in {seconds:.1f}s: {len(pending) / max(seconds, 1e-9):.2f} items/s, "
                 f"{tokens / max(seconds, 1e-9):.1f} tokens/s" if pending else "nothing left to do")
-        summary = f"{ferset.name}: {len(results)} items, {errors} errors ({rate}; wall time {wall:.1f}s)"
+        summary = f"{ferset.name}: {len(results)} items, {errors} errors ({rate}; wall time {wall:.1f}s){usage}"
         if plan["shard"] is None:
             try:
                 write_json_atomic(output, results)
