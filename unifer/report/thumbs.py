@@ -13,7 +13,7 @@ from pathlib import Path
 from unifer.data.images import ImageLoadError, join_image_path, open_image
 
 DEFAULT_SIZE = 96
-JPEG_QUALITY = 80
+JPEG_QUALITY = 75
 
 
 def write_thumbnail(source: Path, target: Path, size: int) -> bool:
