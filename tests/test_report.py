@@ -86,7 +86,7 @@ def write_run(folder: Path, qa: dict[str, list[dict]], seed: int, extra: dict | 
             forced = (extra or {}).get((key, i))
             out.append({**r, **({"model_response": forced} if forced else response(rng, key, r["true_label"]))})
         paths[key] = folder / f"{key}_results.json"
-        paths[key].write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
+        paths[key].write_text(json.dumps(out), encoding="utf-8")  # ASCII escapes: a lone surrogate survives
     return paths
 
 
@@ -231,6 +231,7 @@ PAYLOADS = [
     "</script><script>window.__pwned = 3</script><!-- <answer>anger</answer>",
     "<svg onload=\"window.__pwned = 4\"></svg><iframe src=\"javascript:window.__pwned=5\"></iframe> sad face",
     "\u2028\u2029<b onmouseover=alert(1)>bold</b> <answer>surprise & <i>disgust</i></answer>",
+    "a lone surrogate \ud800 and an astral 😀 <answer>neutral</answer>",
 ]
 
 
@@ -336,8 +337,9 @@ def test_model_text_is_shown_as_text_and_runs_nothing(browser, small):
         assert count(page) == 4  # the responses of payloads 1-4 (search reads responses, not paths)
         page.fill("#f-search", "")
         text = page.locator("#list").text_content()  # RAF-DB's 21 items fit on the first page
-        for payload in PAYLOADS:
+        for payload in PAYLOADS[:-1]:
             assert payload.split("<answer>")[0].strip() in text
+        assert "a lone surrogate \ud800 and an astral 😀" in text  # kept exactly, the lone half too
         assert "\"><img src=x onerror=window.__pwned=6>.jpg" in text
         assert page.evaluate("window.__pwned") is None
         assert page.title() == "<script>window.__pwned = 7</script> report"
@@ -425,3 +427,16 @@ def test_hedged_means_two_answer_tags_or_two_labels_in_the_answer():
     assert not is_hedged("<answer>unhappy</answer>", "ferplus")  # whole words: "unhappy" is sad, not happy
     assert not is_hedged("<think>happy or sad?</think><answer>sad</answer>", "ferplus")
     assert not is_hedged("no answer tag: happy or sad", "ferplus")
+
+
+def test_the_page_files_are_package_data():
+    import tomllib
+    from fnmatch import fnmatch
+
+    from unifer.report.build import ASSETS, asset_files
+
+    globs = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["unifer.report"]
+    shipped = [f.name for f in asset_files().iterdir()]
+    assert set(ASSETS) <= set(shipped)
+    assert all(any(fnmatch(f"assets/{name}", g) for g in globs) for name in shipped)

@@ -144,13 +144,15 @@ def compare_columns(run: Run, other: Run, index: dict[str, int]) -> dict:
 # ------------------------------------------------------------------------------------------------ writing
 
 
-_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def script_json(obj) -> str:
     """JSON that is also safe inside any script: no ``</script>``, ``<!--``, line separators or lone surrogates."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).translate(_ESCAPES)
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    for raw, escaped in _ESCAPES:  # str.replace, not str.translate: ten times faster on 20 MB
+        text = text.replace(raw, escaped)
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 

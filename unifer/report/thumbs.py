@@ -35,14 +35,16 @@ def write_thumbnails(image_paths: list[str], image_root: str | os.PathLike, fold
     """One thumbnail per distinct image path, named by position: ``folder/00000.jpg`` …; for each path the file
     name relative to the report folder's ``thumbs/``, or None (placeholder)."""
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(i, join_image_path(image_root, p)) for i, p in enumerate(image_paths)]
+    sources = [join_image_path(image_root, p) for p in image_paths]
+    names: list[str | None] = [None] * len(sources)
+    jobs = [i for i, src in enumerate(sources) if src.is_file()]
 
-    def one(job: tuple[int, Path]) -> str | None:
-        i, src = job
-        if not src.is_file():  # cheap check first: at full size most runs have no images beside the results
-            return None
+    def one(i: int) -> None:
         name = f"{i:05d}.jpg"
-        return name if write_thumbnail(src, folder / name, size) else None
+        if write_thumbnail(sources[i], folder / name, size):
+            names[i] = name
 
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, jobs))
+    if jobs:
+        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(one, jobs))
+    return names
