@@ -440,3 +440,20 @@ def test_the_page_files_are_package_data():
     shipped = [f.name for f in asset_files().iterdir()]
     assert set(ASSETS) <= set(shipped)
     assert all(any(fnmatch(f"assets/{name}", g) for g in globs) for name in shipped)
+
+
+def test_the_page_never_parses_data_as_markup():
+    """A guard beside the browser tests: no HTML-parsing sink in the script, no inline script or style in the page."""
+    import re
+
+    from unifer.report.build import asset_files
+
+    code = asset_files().joinpath("report.js").read_text()
+    code = re.sub(r"/\*.*?\*/", "", code, flags=re.S)
+    for sink in (".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
+                 "setAttribute(\"on", "setTimeout(\"", "createContextualFragment"):
+        assert sink not in code, sink
+    page = asset_files().joinpath("index.html").read_text()
+    assert "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:" in page
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page) and "<style" not in page and " style=" not in page
+    assert not re.search(r"\son[a-z]+=", page) and "http://" not in page and "https://" not in page

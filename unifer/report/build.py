@@ -128,15 +128,15 @@ def compare_columns(run: Run, other: Run, index: dict[str, int]) -> dict:
         for r_i, record in enumerate(recs):
             hit = theirs.get(item_key(key, record, r_i))
             if hit is None:
-                cols["pp"].append(ABSENT), cols["ps"].append(ABSENT), cols["flags"].append(0), cols["resp"].append("")
-                continue
-            matched += 1
-            d = describe(hit[1], key)
-            preds = d["preds"] or (None, None)
-            cols["pp"].append(index[preds[0]] if preds[0] else -1)
-            cols["ps"].append(index[preds[1]] if preds[1] else -1)
-            cols["flags"].append(d["flags"])
-            cols["resp"].append(d["response"])
+                row = (ABSENT, ABSENT, 0, "")
+            else:
+                matched += 1
+                d = describe(hit[1], key)
+                preds = d["preds"] or (None, None)
+                row = (index[preds[0]] if preds[0] else -1, index[preds[1]] if preds[1] else -1, d["flags"],
+                       d["response"])
+            for column, value in zip(("pp", "ps", "flags", "resp"), row):
+                cols[column].append(value)
     cols["onlyInCompare"] = sum(len(v) for v in other.records.values()) - matched
     return cols
 

@@ -339,7 +339,7 @@
     option(ft, -1, "any"); option(fp, -1, "any");
     M.labels.forEach(function (l) { option(ft, l, D.labels[l]); option(fp, l, D.labels[l]); });
     option(fp, UNKNOWN, "unknown");
-    option(fp, OUTSIDE, "outside the matrix (unknown column)");
+    option(fp, OUTSIDE, "unknown column");
     if (M.labels.indexOf(state.truth) < 0) state.truth = -1;
     if (M.labels.indexOf(state.pred) < 0 && state.pred !== UNKNOWN && state.pred !== OUTSIDE) state.pred = -1;
   }
