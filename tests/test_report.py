@@ -316,7 +316,8 @@ def test_filters_and_search_select_what_they_say(browser, small):
         assert page.locator("#list mark").first.inner_text() == "onerror="
         # With --compare: the items on which the runs disagree, both responses side by side.
         page.fill("#f-search", "")
-        page.check("#f-runs")
+        page.click("#stat-runs button")  # the statistics' link: every disagreement, other filters cleared
+        assert page.is_checked("#f-runs") and page.input_value("#f-search") == ""
         theirs = json.loads(small["b"]["rafdb"].read_text())
         differ = sum((None if a.get("error") else extract_label(a["model_response"], "rafdb")) !=
                      (None if b.get("error") else extract_label(b["model_response"], "rafdb"))

@@ -298,8 +298,13 @@
     if (C) {
       var differ = 0, cp = cpreds[pr];
       for (i = 0; i < N; i++) if ((s < 0 || setOf[i] === s) && cp[i] !== ABSENT && cp[i] !== preds[pr][i]) differ++;
-      row("runs disagree (" + D.protocols[pr] + ")", differ + " items" +
-          (C.onlyInCompare ? "; " + C.onlyInCompare + " items only in " + D.runs[1] : ""), "stat-runs");
+      row("runs disagree (" + D.protocols[pr] + ")", "", "stat-runs");
+      var show = el("button", "link", differ + " items, side by side");
+      show.addEventListener("click", function () {
+        resetFilters(false); state.runs = true; syncControls(); applyFilters(); $("items").scrollIntoView();
+      });
+      $("stat-runs").appendChild(show);
+      if (C.onlyInCompare) $("stat-runs").appendChild(el("span", "muted", "; " + C.onlyInCompare + " items only in " + D.runs[1]));
     }
     histogram(lens);
     var top = Object.keys(pairs).sort(function (a, b) { return pairs[b] - pairs[a]; }).slice(0, 10), ol = $("confusions");
