@@ -35,6 +35,8 @@ def margin() -> float:
     load average says the cores are oversubscribed (several test suites sharing two cores), at most 5×."""
     busy = os.getloadavg()[0] / (os.cpu_count() or 1)
     return float(os.environ.get("UNIFER_REPORT_PERF_MARGIN", min(5.0, max(1.5, 1.5 * busy))))
+
+
 FLAGS = {"rafdb": "--rafdb", "ferplus": "--ferplus", "affectnet": "--affectnet", "sfew_2.0": "--sfew"}
 
 SENTENCES = ("The brows are drawn together and lowered.", "The eyes are wide open, the whites showing above the iris.",
