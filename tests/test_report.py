@@ -165,10 +165,6 @@ def set_select(page, sel: str, value) -> None:
     page.select_option(sel, str(value))
 
 
-def label_value(page, sel: str, label: str) -> str:
-    return page.evaluate(f"""() => [...document.querySelector('{sel}').options].find(o => o.text === '{label}').value""")
-
-
 # ------------------------------------------------------------------------------------------------ full size
 
 
@@ -313,7 +309,7 @@ def test_filters_and_search_select_what_they_say(browser, small):
         page.select_option("#f-correct", "right")
         right = sum(extract_label(r["model_response"], "rafdb") == r["true_label"] for r in ok)
         assert count(page) == right
-        page.select_option("#f-truth", label_value(page, "#f-truth", "fear"))
+        page.select_option("#f-truth", label="fear")
         assert count(page) == sum(extract_label(r["model_response"], "rafdb") == r["true_label"] == "fear" for r in ok)
         page.click("#f-reset")
         page.select_option("#f-errors", "only")
