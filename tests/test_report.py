@@ -206,7 +206,9 @@ def test_full_ferbench_loads_and_filters_within_the_limits(browser, full):
         page.click("#f-reset")
         page.fill("#f-search", "cheeks")
         n = count(page)
-        expected = sum("cheeks" in r["model_response"].lower() for r in json.loads(full["a"]["affectnet"].read_text()))
+        ours, theirs = (json.loads(full[run]["affectnet"].read_text()) for run in ("a", "b"))
+        expected = sum("cheeks" in a["model_response"].lower() or "cheeks" in b["model_response"].lower()
+                       for a, b in zip(ours, theirs))  # the search reads both runs' responses
         assert n == expected > 0  # set AffectNet is still chosen: reset keeps the view
         assert all("cheeks" in t.lower() for t in page.locator("#list article.item").all_text_contents())
 

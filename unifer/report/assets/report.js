@@ -49,7 +49,12 @@
     lengths[i] = I.resp[i].length;
   }
   var cpreds = C ? [Int16Array.from(C.pp), Int16Array.from(C.ps)] : null;
-  var lowered = null;  // responses in lower case, made on the first search
+  var lowered = null, loweredC = null;  // the responses (both runs') in lower case, for the search
+  function lowerResponses() {
+    var low = function (r) { return r.toLowerCase(); };
+    lowered = I.resp.map(low);
+    if (C) loweredC = C.resp.map(low);
+  }
   var UNKNOWN = D.labels.indexOf("unknown");
   var OUTSIDE = -3;  // the matrix's last column: a prediction outside its labels ("unknown")
   var inMatrix = new Uint8Array(D.labels.length);
@@ -72,7 +77,7 @@
     var q = state.search.toLowerCase();
     inMatrix.fill(0);
     currentMatrix().labels.forEach(function (l) { inMatrix[l] = 1; });
-    if (q && !lowered) lowered = I.resp.map(function (r) { return r.toLowerCase(); });
+    if (q && !lowered) lowerResponses();
     var mask = 0, want = 0;
     if (state.disagree) { mask |= PROTOCOLS_DISAGREE; want |= PROTOCOLS_DISAGREE; }
     if (state.noanswer) { mask |= HAS_ANSWER | ERROR; }
@@ -90,7 +95,7 @@
       if (state.correct === "right" && pd[i] !== tr[i]) continue;
       if (state.correct === "wrong" && pd[i] === tr[i]) continue;
       if (state.runs && (cp[i] === ABSENT || cp[i] === preds[pr][i])) continue;
-      if (q && lowered[i].indexOf(q) < 0) continue;
+      if (q && lowered[i].indexOf(q) < 0 && !(loweredC && loweredC[i].indexOf(q) >= 0)) continue;
       matches[count++] = i;
     }
     state.page = Math.min(state.page, Math.max(0, Math.ceil(count / PAGE_SIZE) - 1));
@@ -413,5 +418,5 @@
   window.__report.readyMs = performance.now();
   document.body.dataset.ready = "1";
   // Lower-case the responses for search once the page is up, so that the first search is as quick as the rest.
-  setTimeout(function () { if (!lowered) lowered = I.resp.map(function (r) { return r.toLowerCase(); }); }, 30);
+  setTimeout(function () { if (!lowered) lowerResponses(); }, 30);
 })();
