@@ -1,0 +1,156 @@
+"""Face detection for ``unifer predict``: scikit-image's LBP frontal-face cascade, and the crop a face is asked on.
+
+The cascade's weights (an OpenCV-trained LBP cascade, an XML file) ship inside scikit-image
+(``skimage.data.lbp_frontal_face_cascade_filename()``): nothing is downloaded at run time. Why this detector and
+not MTCNN or MediaPipe, measured on real photographs, is in the README (``unifer bench-detectors``).
+
+The cascade has no probability. scikit-image merges the windows that fire into faces (windows overlapping by half
+``Cascade.detect_multi_scale`` would (windows overlapping by at least half of the smaller one join; a group needs
+``min_neighbors`` windows); a face's ``score`` is the number of windows in its group — how many positions and
+scales agreed — so a larger score is a surer face. Boxes are in the pixels of the image given (for a file: after
+its EXIF orientation is applied, as ``unifer.data.images.open_image`` returns it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+#: Photographs are searched at most this large (long side, pixels): a 12-megapixel photo is searched in ~1 s
+#: instead of a minute, and a face smaller than MIN_FACE of it is too small to read an expression from.
+SEARCH_SIZE = 640
+MIN_FACE = 24  # pixels of the search image
+SCALE_FACTOR = 1.2
+MIN_NEIGHBORS = 4  # scikit-image's default
+OVERLAP = 0.5  # intersection / smaller window, scikit-image's default
+#: A face needs this many agreeing windows (its score). On the photos measured (README) true faces scored 9-49,
+#: the cascade's false alarms (a badge, a hand, a shadow) 0-6.
+MIN_SCORE = 8
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive) in the image's pixels
+    score: float | None  # the detector's: cascade windows that agreed; None for --whole-image
+
+
+class FaceDetector:
+    """``detector(image) -> list[Face]``, largest face first. Needs scikit-image (``pip install .[predict]``)."""
+
+    def __init__(self, min_neighbors: int = MIN_NEIGHBORS, min_score: int = MIN_SCORE, search_size: int = SEARCH_SIZE):
+        try:
+            from skimage.data import lbp_frontal_face_cascade_filename
+            from skimage.feature import Cascade
+        except ImportError as e:
+            from unifer.errors import UniferError
+
+            raise UniferError(f"face detection needs scikit-image (pip install -e .[predict]): {e}") from None
+        self.cascade = Cascade(lbp_frontal_face_cascade_filename())
+        self.min_neighbors, self.min_score, self.search_size = min_neighbors, min_score, search_size
+
+    def __call__(self, image: Image.Image) -> list[Face]:
+        import numpy as np
+
+        scale = min(1.0, self.search_size / max(image.size))
+        gray = image.convert("L")  # the cascade was trained on gray images; colour input finds fewer faces
+        if scale < 1.0:
+            gray = gray.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                               Image.Resampling.BILINEAR)
+        side = min(gray.size)
+        if side < MIN_FACE:
+            return []
+        found = self.cascade.detect_multi_scale(
+            img=np.asarray(gray), scale_factor=SCALE_FACTOR, step_ratio=1, min_size=(MIN_FACE, MIN_FACE),
+            max_size=(side, side), min_neighbor_number=self.min_neighbors, intersection_score_threshold=OVERLAP)
+        faces = []
+        for w in found:
+            box = (w["c"], w["r"], w["c"] + w["width"], w["r"] + w["height"])
+            votes = self._votes(gray, box)
+            if votes < self.min_score:
+                continue
+            x0, y0, x1, y1 = (v / scale for v in box)
+            faces.append(Face((max(0, round(x0)), max(0, round(y0)), min(image.width, round(x1)),
+                               min(image.height, round(y1))), float(votes)))
+        return drop_nested(sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+
+    def _votes(self, gray, box) -> int:
+        """Cascade windows, unmerged, that fire on this face at nearby positions and scales (its score)."""
+        import numpy as np
+
+        x0, y0, x1, y1 = box
+        side = x1 - x0
+        pad = side // 2
+        region = gray.crop((max(0, x0 - pad), max(0, y0 - pad), min(gray.width, x1 + pad), min(gray.height, y1 + pad)))
+        lo, hi = max(MIN_FACE, int(side / 1.5)), min(min(region.size), int(side * 1.5))
+        if hi < lo:
+            return 0
+        windows = self.cascade.detect_multi_scale(
+            img=np.asarray(region), scale_factor=SCALE_FACTOR, step_ratio=1, min_size=(lo, lo), max_size=(hi, hi),
+            min_neighbor_number=1, intersection_score_threshold=2.0)  # above 1: nothing merges
+        ox, oy = max(0, x0 - pad), max(0, y0 - pad)
+        return sum(_overlap(box, (w["c"] + ox, w["r"] + oy, w["c"] + ox + w["width"], w["r"] + oy + w["height"]))
+                   >= OVERLAP for w in windows)
+
+
+def _overlap(a, b) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w * h / smaller
+
+
+def group_windows(boxes, overlap: float = OVERLAP) -> list[list[tuple]]:
+    """Connected groups of boxes, two boxes joined when they overlap by ``overlap`` of the smaller one."""
+    parent = list(range(len(boxes)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            if _overlap(boxes[i], boxes[j]) >= overlap:
+                parent[root(i)] = root(j)
+    groups: dict[int, list] = {}
+    for i, b in enumerate(boxes):
+        groups.setdefault(root(i), []).append(b)
+    return list(groups.values())
+
+
+def drop_nested(faces: list[Face], overlap: float = OVERLAP) -> list[Face]:
+    """Drop a face lying mostly inside a larger one (a mouth or an eye pair found as a small face)."""
+    kept: list[Face] = []
+    for f in faces:  # largest first
+        if all(_overlap(f.box, k.box) < overlap for k in kept):
+            kept.append(f)
+    return kept
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two [x0, y0, x1, y1] boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def whole_image(image: Image.Image) -> Face:
+    return Face((0, 0, image.width, image.height), None)
+
+
+def crop_box(box, size: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+    """A square around the face, ``margin`` × its side added on every side, moved (then clipped) into the image:
+    FERBench's faces are square crops with the whole head, and a square is resized to 224×224 undistorted."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    side = min(side, size[0], size[1])
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = min(max(0.0, cx - side / 2), size[0] - side)
+    top = min(max(0.0, cy - side / 2), size[1] - side)
+    return round(left), round(top), round(left + side), round(top + side)
