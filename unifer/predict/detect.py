@@ -5,9 +5,9 @@ The cascade's weights (an OpenCV-trained LBP cascade, an XML file) ship inside s
 not MTCNN or MediaPipe, measured on real photographs, is in the README (``unifer bench-detectors``).
 
 The cascade has no probability. scikit-image merges the windows that fire into faces (windows overlapping by half
-``Cascade.detect_multi_scale`` would (windows overlapping by at least half of the smaller one join; a group needs
-``min_neighbors`` windows); a face's ``score`` is the number of windows in its group — how many positions and
-scales agreed — so a larger score is a surer face. Boxes are in the pixels of the image given (for a file: after
+of the smaller one join; a face needs ``min_neighbors`` windows); a face's ``score`` is the number of windows of a
+second, unmerged pass that lie on it at a similar scale — how many positions and scales agreed — so a larger score
+is a surer face, and faces below ``MIN_SCORE`` are dropped. Boxes are in the pixels of the image given (for a file: after
 its EXIF orientation is applied, as ``unifer.data.images.open_image`` returns it).
 """
 from __future__ import annotations
@@ -20,12 +20,15 @@ from PIL import Image
 #: instead of a minute, and a face smaller than MIN_FACE of it is too small to read an expression from.
 SEARCH_SIZE = 640
 MIN_FACE = 24  # pixels of the search image
+#: Faces smaller than this share of the photo's short side are not looked for: on the photos measured (README)
+#: every false alarm of the cascade below it was a badge, a caption or a shadow, and every face was larger.
+MIN_FACE_SHARE = 0.1
 SCALE_FACTOR = 1.2
 MIN_NEIGHBORS = 4  # scikit-image's default
 OVERLAP = 0.5  # intersection / smaller window, scikit-image's default
-#: A face needs this many agreeing windows (its score). On the photos measured (README) true faces scored 9-49,
-#: the cascade's false alarms (a badge, a hand, a shadow) 0-6.
-MIN_SCORE = 8
+#: A face needs this many agreeing windows (its score): on the photos measured (README) faces scored 7-55, and
+#: this drops most of the cascade's remaining false alarms (scores 0-5) in EmoPy's CK+ frames.
+MIN_SCORE = 6
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class Face:
 class FaceDetector:
     """``detector(image) -> list[Face]``, largest face first. Needs scikit-image (``pip install .[predict]``)."""
 
-    def __init__(self, min_neighbors: int = MIN_NEIGHBORS, min_score: int = MIN_SCORE, search_size: int = SEARCH_SIZE):
+    def __init__(self, min_neighbors: int = MIN_NEIGHBORS, min_score: int = MIN_SCORE,
+                 min_face_share: float = MIN_FACE_SHARE, search_size: int = SEARCH_SIZE):
         try:
             from skimage.data import lbp_frontal_face_cascade_filename
             from skimage.feature import Cascade
@@ -47,6 +51,7 @@ class FaceDetector:
             raise UniferError(f"face detection needs scikit-image (pip install -e .[predict]): {e}") from None
         self.cascade = Cascade(lbp_frontal_face_cascade_filename())
         self.min_neighbors, self.min_score, self.search_size = min_neighbors, min_score, search_size
+        self.min_face_share = min_face_share
 
     def __call__(self, image: Image.Image) -> list[Face]:
         import numpy as np
@@ -57,15 +62,22 @@ class FaceDetector:
             gray = gray.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                                Image.Resampling.BILINEAR)
         side = min(gray.size)
-        if side < MIN_FACE:
+        smallest = max(MIN_FACE, round(side * self.min_face_share))
+        if side < smallest:
             return []
         found = self.cascade.detect_multi_scale(
-            img=np.asarray(gray), scale_factor=SCALE_FACTOR, step_ratio=1, min_size=(MIN_FACE, MIN_FACE),
+            img=np.asarray(gray), scale_factor=SCALE_FACTOR, step_ratio=1, min_size=(smallest, smallest),
             max_size=(side, side), min_neighbor_number=self.min_neighbors, intersection_score_threshold=OVERLAP)
+        if not found:
+            return []
+        windows = self.cascade.detect_multi_scale(  # the same search, every window that fired (2.0: none merge)
+            img=np.asarray(gray), scale_factor=SCALE_FACTOR, step_ratio=1, min_size=(smallest, smallest),
+            max_size=(side, side), min_neighbor_number=1, intersection_score_threshold=2.0)
+        windows = [(w["c"], w["r"], w["c"] + w["width"], w["r"] + w["height"]) for w in windows]
         faces = []
         for w in found:
             box = (w["c"], w["r"], w["c"] + w["width"], w["r"] + w["height"])
-            votes = self._votes(gray, box)
+            votes = sum(_overlap(box, v) >= OVERLAP and _similar_size(box, v) for v in windows)
             if votes < self.min_score:
                 continue
             x0, y0, x1, y1 = (v / scale for v in box)
@@ -73,23 +85,8 @@ class FaceDetector:
                                min(image.height, round(y1))), float(votes)))
         return drop_nested(sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
 
-    def _votes(self, gray, box) -> int:
-        """Cascade windows, unmerged, that fire on this face at nearby positions and scales (its score)."""
-        import numpy as np
-
-        x0, y0, x1, y1 = box
-        side = x1 - x0
-        pad = side // 2
-        region = gray.crop((max(0, x0 - pad), max(0, y0 - pad), min(gray.width, x1 + pad), min(gray.height, y1 + pad)))
-        lo, hi = max(MIN_FACE, int(side / 1.5)), min(min(region.size), int(side * 1.5))
-        if hi < lo:
-            return 0
-        windows = self.cascade.detect_multi_scale(
-            img=np.asarray(region), scale_factor=SCALE_FACTOR, step_ratio=1, min_size=(lo, lo), max_size=(hi, hi),
-            min_neighbor_number=1, intersection_score_threshold=2.0)  # above 1: nothing merges
-        ox, oy = max(0, x0 - pad), max(0, y0 - pad)
-        return sum(_overlap(box, (w["c"] + ox, w["r"] + oy, w["c"] + ox + w["width"], w["r"] + oy + w["height"]))
-                   >= OVERLAP for w in windows)
+def _similar_size(a, b) -> bool:
+    return 1 / 1.5 <= (a[2] - a[0]) / (b[2] - b[0]) <= 1.5
 
 
 def _overlap(a, b) -> float:
