@@ -7,8 +7,8 @@ not MTCNN or MediaPipe, measured on real photographs, is in the README (``unifer
 The cascade has no probability. scikit-image merges the windows that fire into faces (windows overlapping by half
 of the smaller one join; a face needs ``min_neighbors`` windows); a face's ``score`` is the number of windows of a
 second, unmerged pass that lie on it at a similar scale — how many positions and scales agreed — so a larger score
-is a surer face, and faces below ``MIN_SCORE`` are dropped. Boxes are in the pixels of the image given (for a file: after
-its EXIF orientation is applied, as ``unifer.data.images.open_image`` returns it).
+is a surer face, and faces below ``MIN_SCORE`` are dropped. Boxes are in the pixels of the image given (for a
+file: after its EXIF orientation is applied, as ``unifer.data.images.open_image`` returns it).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from PIL import Image
 SEARCH_SIZE = 640
 MIN_FACE = 24  # pixels of the search image
 #: Faces smaller than this share of the photo's short side are not looked for: on the photos measured (README)
-#: every false alarm of the cascade below it was a badge, a caption or a shadow, and every face was larger.
+#: every false alarm of the cascade was smaller (a badge, a shadow, CK+'s caption), every face larger.
 MIN_FACE_SHARE = 0.1
 SCALE_FACTOR = 1.2
 MIN_NEIGHBORS = 4  # scikit-image's default
@@ -85,6 +85,7 @@ class FaceDetector:
                                min(image.height, round(y1))), float(votes)))
         return drop_nested(sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
 
+
 def _similar_size(a, b) -> bool:
     return 1 / 1.5 <= (a[2] - a[0]) / (b[2] - b[0]) <= 1.5
 
@@ -96,26 +97,6 @@ def _overlap(a, b) -> float:
         return 0.0
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return w * h / smaller
-
-
-def group_windows(boxes, overlap: float = OVERLAP) -> list[list[tuple]]:
-    """Connected groups of boxes, two boxes joined when they overlap by ``overlap`` of the smaller one."""
-    parent = list(range(len(boxes)))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(boxes)):
-        for j in range(i + 1, len(boxes)):
-            if _overlap(boxes[i], boxes[j]) >= overlap:
-                parent[root(i)] = root(j)
-    groups: dict[int, list] = {}
-    for i, b in enumerate(boxes):
-        groups.setdefault(root(i), []).append(b)
-    return list(groups.values())
 
 
 def drop_nested(faces: list[Face], overlap: float = OVERLAP) -> list[Face]:
