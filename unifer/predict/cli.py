@@ -18,7 +18,8 @@ from unifer.data.images import ImageLoadError
 from unifer.data.sets import REPO_ROOT
 from unifer.errors import UniferError
 from unifer.infer.engines import ENGINES, default_batch_size
-from unifer.predict.core import DEFAULT_MARGIN, Predictor, annotate, load_photo, open_engine, photo_paths, reasoning, resolve_labels
+from unifer.predict.core import (DEFAULT_MARGIN, Predictor, annotate, load_photo, open_engine, photo_paths, reasoning,
+                                 resolve_labels)
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "UniFER-7B"
 DEFAULT_MAX_NEW_TOKENS = 1024  # the paper's budget
@@ -33,7 +34,7 @@ def add_model_arguments(ap: argparse.ArgumentParser) -> None:
                     help="auto: bfloat16 on CUDA, float32 on CPU")
     ap.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     ap.add_argument("--labels", default="rafdb",
-                    help="candidate labels: a set's (rafdb, ferplus, affectnet, sfew; default rafdb) or your own, a,b,c")
+                    help="candidate labels: a set's (rafdb, ferplus, affectnet, sfew; default rafdb) or yours, a,b,c")
     ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                     help=f"added around a face, as a share of its side, on every side (default {DEFAULT_MARGIN})")
     ap.add_argument("--whole-image", action="store_true", help="no detection: ask about each whole photo")
@@ -54,9 +55,7 @@ def build_predictor(args) -> Predictor:
         raise UniferError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.margin < 0:
         raise UniferError(f"--margin must be 0 or more, got {args.margin}")
-    model = Path(args.model or os.environ.get("UNIFER_MODEL") or DEFAULT_MODEL)
-    if not model.exists():
-        raise UniferError(f"model path not found: {model} (pass --model PATH or set $UNIFER_MODEL)")
+    model = args.model or os.environ.get("UNIFER_MODEL") or str(DEFAULT_MODEL)
     detector = None
     if not args.whole_image:
         from unifer.predict.detect import FaceDetector

@@ -19,7 +19,7 @@ from unifer.data.images import IMAGE_SIZE, ImageLoadError, open_image, resize
 from unifer.data.sets import PROMPT_TEMPLATE, SETS, FERSet, get_set
 from unifer.errors import UniferError
 from unifer.predict.detect import Face, FaceDetector, crop_box, whole_image
-from unifer.scoring.extract import LabelExtractor
+from unifer.scoring.extract import UNKNOWN, LabelExtractor
 
 DEFAULT_MARGIN = 0.25  # of the face box's side, on every side: the whole head, as FERBench's crops show it
 THINK_PATTERN = re.compile(r"<think>\s*(.*?)\s*</think>", re.IGNORECASE | re.DOTALL)
@@ -56,6 +56,8 @@ def open_engine(engine: str, model, max_new_tokens: int, dtype: str = "auto"):
     from unifer.infer.modeling import check_model_dir
 
     model_dir = Path(model).expanduser().resolve()
+    if not model_dir.exists():
+        raise UniferError(f"model path not found: {model_dir} (pass --model PATH or set $UNIFER_MODEL)")
     check_model_dir(model_dir)
     return make_engine(engine, model_dir, generation_settings(model_dir, max_new_tokens), dtype=dtype)
 
@@ -95,17 +97,19 @@ class Predictor:
                  else resize(image, IMAGE_SIZE) for f in faces]
         out = []
         for i in range(0, len(faces), self.batch_size):
-            answers = self.engine.generate(crops[i:i + self.batch_size], [self.prompt] * len(crops[i:i + self.batch_size]))
+            batch = crops[i:i + self.batch_size]
+            answers = self.engine.generate(batch, [self.prompt] * len(batch))
             for face, a in zip(faces[i:i + self.batch_size], answers):
-                if a.error:
-                    raise UniferError(f"{name}: the engine failed on a face: {a.error}")
-                out.append(FaceAnswer(name, face.box, face.score, self.extract(a.text), a.text))
+                if a.error:  # this face failed alone (an API's refusal, say): shown as the runner writes it
+                    out.append(FaceAnswer(name, face.box, face.score, UNKNOWN, f"ERROR: {a.error}"))
+                else:
+                    out.append(FaceAnswer(name, face.box, face.score, self.extract(a.text), a.text))
         return out
 
 
 def photo_paths(inputs) -> list[Path]:
     """Files as given, and the image files of each directory given (by extension, sorted, not recursive)."""
-    exts = {e for e, fmt in Image.registered_extensions().items()}
+    exts = set(Image.registered_extensions())
     out = []
     for raw in inputs:
         p = Path(raw).expanduser()
