@@ -77,6 +77,8 @@ def run(args) -> int:
     paths = photo_paths(args.inputs)
     if not paths:
         raise UniferError(f"no image files in {', '.join(args.inputs)}")
+    if not any(p.exists() for p in paths):
+        raise UniferError(f"not found: {', '.join(str(p) for p in paths)}")
     out_dir = Path(args.out).expanduser().resolve() if args.out else None
     predictor = build_predictor(args)
     failed = 0
