@@ -1,13 +1,13 @@
-"""Shared fixtures: one tiny Qwen2.5-VL per test run, the real face photos, the reference FERBench files."""
+"""Shared fixtures: one tiny Qwen2.5-VL per test run, the real face photos, the reference FERBench files, a folder of
+tiny images. Plain helpers (paths, record builders, command runners) are in helpers.py."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+from helpers import REPO, SHARED, save_png  # noqa: F401  (REPO, SHARED: as conftest offered them before)
+from PIL import Image
 
 # Tests never reach a hub, and vLLM must keep its CPU KV cache small.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,3 +42,12 @@ def shared_ferbench() -> Path:
     if not d.is_dir():
         pytest.skip("../shared/ferbench is absent (reference material exists only beside a project checkout)")
     return d
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory) -> Path:
+    """An image root holding ``faces/0.png`` … ``faces/5.png``: the images of ``helpers.make_records``."""
+    root = tmp_path_factory.mktemp("images")
+    for i in range(6):
+        save_png(root / "faces" / f"{i}.png", Image.new("RGB", (12, 10), (40 * i, 90, 200)))
+    return root

@@ -7,16 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import PY, REPO, answer, dump, results_record, run
 
 from unifer.cli import COMMANDS
 
-REPO = Path(__file__).resolve().parent.parent
 UNIFER = Path(sys.executable).with_name("unifer")
 
 
 def unifer(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "unifer", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+    return run([PY, "-m", "unifer", *args], cwd=cwd, timeout=120, clean=False)
 
 
 def test_help_lists_every_subcommand():
@@ -64,12 +63,9 @@ def _results(path: Path, key: str, n: int = 12) -> Path:
     from unifer.data.sets import get_set
 
     s = get_set(key)
-    records = [{"image_path": f"{key}/{i}.jpg", "true_label": s.labels[i % len(s.labels)], "prompt": s.prompt,
-                "candidate_labels": list(s.labels),
-                "model_response": f"<think>x</think><answer>{s.labels[(i * 3) % len(s.labels)]}</answer>"}
-               for i in range(n)]
-    path.write_text(json.dumps(records))
-    return path
+    records = [results_record(s, f"{key}/{i}.jpg", s.labels[i % len(s.labels)],
+                              answer(s.labels[(i * 3) % len(s.labels)], "x")) for i in range(n)]
+    return dump(path, records, indent=None)
 
 
 def test_unifer_eval_equals_the_eval_scripts(tmp_path):

@@ -1,60 +1,47 @@
 """Training and QA data: loaders validate the whole file up front, never decode images, and `data check`."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from helpers import RAF, cot_record, dump, in_process, qa_record, rlvr_record, tiny_image
 
 from unifer.data import records as data
 from unifer.data.records import (PAPER_IMAGE_ROOT, SCHEMAS, image_file, load_cot, load_qa, load_records, load_rlvr,
                          prompt_candidates, record_image, solution_label)
 from unifer.data.check import data_main
-from unifer.errors import DataError, run_cli
+from unifer.errors import DataError
 from unifer.data.sets import REPO_ROOT, SETS, get_set
 
-RAF = get_set("rafdb")
 FERPLUS = get_set("ferplus")
 
 
 def cot(i: int, label: str = "happiness") -> dict:
-    return {"image_path": f"/RAF-DB/aligned/train_{i:05d}_aligned.jpg", "question": RAF.prompt,
-            "response": f"<think>the lip corners rise</think><answer>{label}</answer>"}
+    return cot_record(f"/RAF-DB/aligned/train_{i:05d}_aligned.jpg", label, think="the lip corners rise")
 
 
 def rlvr(i: int, label: str = "happy", fer_set=FERPLUS) -> dict:
-    return {"image_path": f"/FERPlus/train/{label}/fer{i:07d}.png", "problem": fer_set.prompt,
-            "solution": f"<answer>{label}</answer>"}
+    return rlvr_record(f"/FERPlus/train/{label}/fer{i:07d}.png", label, problem=fer_set.prompt)
 
 
 def qa(i: int, label: str = "anger") -> dict:
-    return {"image_path": f"/RAF-DB/aligned/test_{i:04d}_aligned.jpg", "true_label": label, "prompt": RAF.prompt,
-            "candidate_labels": list(RAF.labels)}
+    return qa_record(RAF, f"/RAF-DB/aligned/test_{i:04d}_aligned.jpg", label)
 
 
 MAKERS = {"cot": cot, "rlvr": rlvr, "qa": qa}
 
 
 def write(path: Path, records, jsonl: bool = False) -> Path:
-    if jsonl:
-        path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    else:
-        path.write_text(json.dumps(records, indent=1))
-    return path
+    return dump(path, records, jsonl=jsonl)
 
 
 def data_cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = run_cli(data_main, [str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
+    return in_process(data_main, *args)
 
 
 def test_public_api_is_kept():
@@ -138,12 +125,6 @@ def test_360k_rlvr_records_load_in_seconds_without_touching_images(tmp_path):
     # one copy of each prompt for the whole file, not 360K
     assert len({id(r["problem"]) for r in records}) == 4
     assert records[-1]["solution"] == f"<answer>{sets[3].labels[(n - 1) % len(sets[3].labels)]}</answer>"
-
-
-def tiny_image(path: Path, mode: str = "RGB") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, (7, 5), (10, 200, 30, 128)[: len(mode)]).save(path)
-    return path
 
 
 def test_loaders_check_images_exist_on_request_and_decode_lazily(tmp_path):

@@ -1,18 +1,17 @@
 """FERBench build / check / rlvr: the published files rebuilt from a raw tree, every failure mode, the checker."""
 from __future__ import annotations
 
-import io
 import json
 import time
-from contextlib import redirect_stderr, redirect_stdout
+from functools import partial
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from helpers import in_process
+from helpers import tiny_image as plain_image
 
 from unifer.data import sets as registry
 from unifer.data.records import load_qa, load_rlvr
-from unifer.errors import run_cli
 from unifer.data.ferbench import main
 from unifer.data.raw import AFFECTNET_EXPRESSIONS, RAFDB_IDS
 from unifer.data.sets import SET_KEYS, get_set
@@ -22,10 +21,7 @@ AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,
 
 
 def cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = run_cli(main, [str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
+    return in_process(main, *args)
 
 
 def as_set(records) -> set[str]:
@@ -110,10 +106,7 @@ def test_check_accepts_a_published_file(published_tree, shared_ferbench):
 # ---------------------------------------------------------------- a small raw tree with real images
 
 
-def tiny_image(path: Path, color=(200, 120, 90)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    Image.new("RGB", (6, 5), color).save(path, format=fmt)
+tiny_image = partial(plain_image, size=(6, 5), color=(200, 120, 90))
 
 
 @pytest.fixture
@@ -343,10 +336,7 @@ def test_rlvr_from_train_splits(raw, tmp_path):
 def run_data_check(path, kind, root):
     from unifer.data.check import data_main
 
-    o, e = io.StringIO(), io.StringIO()
-    with redirect_stdout(o), redirect_stderr(e):
-        rc = run_cli(data_main, ["check", str(path), "--kind", kind, "--image-root", str(root), "--no-progress"])
-    return rc, o.getvalue(), e.getvalue()
+    return in_process(data_main, "check", path, "--kind", kind, "--image-root", root, "--no-progress")
 
 
 def test_rlvr_in_another_sets_vocabulary_and_from_any_folder(raw, tmp_path):

@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
-from proc_utils import session_members
+from helpers import GRPO_SCRIPT, dump, one_photo_per_label, rlvr_record, run, session_members
 
 from unifer.errors import DataError
 from unifer.data.images import join_image_path, load_image
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "train_unifer" / "src" / "scripts" / "run_grpo_vllm.sh"
+SCRIPT = GRPO_SCRIPT
 IMAGE_PAD = 151655
 TOY_REWARD = "def by_length(completions, **kwargs):\n    return [len(c[0]['content']) / 100.0 for c in completions]\n"
 # 2 prompts x 2 generations per step and process, 4 new tokens: small enough for two CPU cores.
@@ -41,18 +40,14 @@ UNBANNED = ["--generation_kwargs", '{"suppress_tokens": []}']
 def rlvr(photos, tmp_path_factory):
     """Four distinct face photos under an image root and an RLVR file whose problems name their record."""
     root = tmp_path_factory.mktemp("rlvr")
-    by_label = {}
-    for p in photos:
-        by_label.setdefault(p.label, p)
-    chosen = list(by_label.values())[:4]
+    chosen = one_photo_per_label(photos)
     records = []
     for i, p in enumerate(chosen):
         dst = root / "images" / "faces" / f"{i}{p.path.suffix}"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(p.path, dst)
-        records.append({"image_path": f"/faces/{dst.name}", "problem": f"Record {i}: which expression is shown?",
-                        "solution": f"<answer>{p.label}</answer>"})
-    (root / "rlvr.json").write_text(json.dumps(records))
+        records.append(rlvr_record(f"/faces/{dst.name}", p.label, problem=f"Record {i}: which expression is shown?"))
+    dump(root / "rlvr.json", records, indent=None)
     (root / "toy_reward.py").write_text(TOY_REWARD)
     return root
 
@@ -82,9 +77,8 @@ def prone_model(tiny_model, tmp_path_factory):
 
 
 def run_script(env_extra: dict, flags: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", **env_extra}
-    return subprocess.run(["bash", str(SCRIPT), *flags], env=env, cwd="/", capture_output=True, text=True,
-                          timeout=timeout)
+    return run(["bash", SCRIPT, *flags], cwd="/", timeout=timeout, clean=False,
+               **{"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", **env_extra})
 
 
 def grpo_env(model, rlvr, out, **extra) -> dict:

@@ -7,11 +7,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import PY, dump, qa_record
 from PIL import Image
 
 from unifer.errors import UniferError
@@ -19,7 +19,6 @@ from unifer.infer.runner import main as infer_main
 from unifer.infer.progress import ProgressFile, progress_path, read_progress
 from unifer.data.sets import REPO_ROOT, SET_KEYS, get_set
 
-PY = sys.executable
 TOKENS = 16  # enough for the random model's greedy paths to diverge when anything differs
 
 
@@ -28,14 +27,12 @@ def qa_records(paths, set_keys=("rafdb",)):
     out = []
     for n, p in enumerate(paths):
         s = get_set(set_keys[n % len(set_keys)])
-        out.append({"image_path": str(p), "true_label": s.labels[n % len(s.labels)], "prompt": s.prompt,
-                    "candidate_labels": list(s.labels)})
+        out.append(qa_record(s, str(p), s.labels[n % len(s.labels)]))
     return out
 
 
 def write_qa(path: Path, records) -> Path:
-    path.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    return path
+    return dump(path, records)
 
 
 def run(model, qa, out, *extra):

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import qa_record
 
 from unifer.infer.runner import main as infer_main
 from unifer.data.sets import get_set
@@ -20,8 +21,7 @@ def _qa(paths) -> list[dict]:
     out = []
     for n, p in enumerate(paths):
         s = get_set(("rafdb", "ferplus")[n % 2])  # two prompt lengths: the hf batch is left-padded
-        out.append({"image_path": str(p), "true_label": s.labels[0], "prompt": s.prompt,
-                    "candidate_labels": list(s.labels)})
+        out.append(qa_record(s, str(p), s.labels[0]))
     return out
 
 

@@ -1,7 +1,6 @@
 """Figures: real PNGs with the right panels, written atomically, copied into figs/ only when asked."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -9,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import answer, dump, results_record
 from PIL import Image
 
 from unifer.scoring.plots import accuracy_bars, confusion_figure
 from unifer.data.sets import SETS
 from unifer.scoring.cli import set_main, total_main
 
-REPO = Path(__file__).resolve().parent.parent
 LABELS = ["anger", "fear", "happy"]
 MATRIX = [[5, 1, 0], [2, 3, 1], [0, 0, 9]]
 
@@ -71,12 +70,10 @@ def test_plots_import_matplotlib_lazily_and_never_pyplot(tmp_path):
 
 
 def _results(path: Path, fer_set, n: int = 40) -> Path:
-    recs = [{"image_path": f"/x/{i}.jpg", "true_label": fer_set.labels[i % len(fer_set.labels)],
-             "prompt": fer_set.prompt, "candidate_labels": list(fer_set.labels),
-             "model_response": f"<answer>{fer_set.labels[(i * 7 // 5) % len(fer_set.labels)]}</answer>"
-             if i % 9 else "no idea"} for i in range(n)]
-    path.write_text(json.dumps(recs))
-    return path
+    recs = [results_record(fer_set, f"/x/{i}.jpg", fer_set.labels[i % len(fer_set.labels)],
+                           answer(fer_set.labels[(i * 7 // 5) % len(fer_set.labels)]) if i % 9 else "no idea")
+            for i in range(n)]
+    return dump(path, recs, indent=None)
 
 
 def test_set_scorer_writes_the_figure_beside_the_metrics_and_into_figs_dir(tmp_path):

@@ -4,15 +4,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import PY, REPO, dump, results_record, run
 
 from unifer.errors import DataError
 from unifer.scoring.metrics import accuracy, confusion_matrix, macro_prf, per_class
@@ -29,7 +28,6 @@ from unifer.scoring.aggregate import (
 )
 from unifer.scoring.cli import set_main, total_main
 
-REPO = Path(__file__).resolve().parent.parent
 RAF, FERP, AFF, SFEW = SETS["rafdb"], SETS["ferplus"], SETS["affectnet"], SETS["sfew_2.0"]
 
 # ------------------------------------------------------------------------------------------- the paper protocol
@@ -165,8 +163,7 @@ def reference_strict(response: str, fer_set) -> str:
 def make_records(fer_set, n: int, rng: random.Random, error_rate: float = 0.02) -> list[dict]:
     records = []
     for i in range(n):
-        r = {"image_path": f"/x/{i}.jpg", "true_label": rng.choice(fer_set.labels), "prompt": fer_set.prompt,
-             "candidate_labels": list(fer_set.labels), "model_response": adversarial_response(rng)}
+        r = results_record(fer_set, f"/x/{i}.jpg", rng.choice(fer_set.labels), adversarial_response(rng))
         if rng.random() < error_rate:
             r.update(model_response="ERROR: image missing", error=True)
         records.append(r)
@@ -293,13 +290,11 @@ def test_unknown_is_a_class_of_the_macro_average():
 
 
 def write(path: Path, obj) -> Path:
-    path.write_text(obj if isinstance(obj, str) else json.dumps(obj), encoding="utf-8")
-    return path
+    return dump(path, obj, indent=None)
 
 
 def small_records(fer_set, responses):
-    return [{"image_path": f"/x/{i}.jpg", "true_label": fer_set.labels[i % len(fer_set.labels)],
-             "prompt": fer_set.prompt, "candidate_labels": list(fer_set.labels), "model_response": resp}
+    return [results_record(fer_set, f"/x/{i}.jpg", fer_set.labels[i % len(fer_set.labels)], resp)
             for i, resp in enumerate(responses)]
 
 
@@ -383,9 +378,8 @@ def _fake_home(tmp_path: Path, rng: random.Random, n: int = 60) -> Path:
 
 
 def _script(name: str, home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, UNIFER_HOME=str(home), MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, str(REPO / name / "code" / "eval_unifer.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run([PY, REPO / name / "code" / "eval_unifer.py", *args], cwd=cwd, timeout=120, clean=False,
+               UNIFER_HOME=home, MPLBACKEND="Agg")
 
 
 def test_scripts_use_repository_defaults_from_any_directory(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -11,16 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import PY, SFT_SCRIPT, answer, cot_record, dump, one_photo_per_label, run
 
 from unifer.data.images import join_image_path, load_image
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "train_unifer" / "src" / "scripts" / "run_sft_fer.sh"
+SCRIPT = SFT_SCRIPT
 FORMAT = re.compile(r"^<think>.+</think><answer>.+</answer>$", re.S)
+THINK = "I look at the eyes and the mouth."
 
 
 def cot_response(label: str) -> str:
-    return f"<think>I look at the eyes and the mouth.</think><answer>{label}</answer>"
+    return answer(label, THINK)
 
 
 @pytest.fixture(scope="module")
@@ -28,25 +28,20 @@ def cot_set(tmp_path_factory, photos):
     """Four real photos with four different labels under an image root, and a CoT file that names them."""
     root = tmp_path_factory.mktemp("cot")
     (root / "images").mkdir()
-    by_label = {}
-    for p in photos:
-        by_label.setdefault(p.label, p)
-    chosen = list(by_label.values())[:4]
+    chosen = one_photo_per_label(photos)
     records = []
     for i, photo in enumerate(chosen):
         name = f"images/face{i}{photo.path.suffix}"
         shutil.copy(photo.path, root / name)
         # A leading '/' as in UniFER-CoT-230K: it is joined onto the root, never taken as absolute.
-        records.append({"image_path": "/" + name, "question": "Which expression?", "response": cot_response(photo.label)})
-    data = root / "cot.json"
-    data.write_text(json.dumps(records), encoding="utf-8")
+        records.append(cot_record("/" + name, photo.label, think=THINK, question="Which expression?"))
+    data = dump(root / "cot.json", records, indent=None)
     return {"root": root, "data": data, "records": records}
 
 
 def run_script(env: dict, *flags: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHON": sys.executable, "REPORT_TO": "none", **env}
-    return subprocess.run(["bash", str(SCRIPT), *flags], env=full_env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return run(["bash", SCRIPT, *flags], cwd=cwd, timeout=timeout, clean=False,
+               **{"PYTHON": PY, "REPORT_TO": "none", **env})
 
 
 def script_env(tiny_model, cot_set, out: Path, **extra) -> dict:

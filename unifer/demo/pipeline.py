@@ -255,5 +255,12 @@ def run(args: argparse.Namespace) -> int:
           f" → SFT {100 * learned:.0f}% → GRPO {100 * summary['grpo']['total']['answer_tag']:.0f}%")
     figures += sorted((work / "results" / "grpo").glob("*.png"))
     print("\nFigures:\n" + "\n".join(f"  {f}" for f in figures))
+    from unifer.report.build import write_report
+
+    res = work / "results"
+    report = write_report({k: res / "grpo" / f"{k}_results.json" for k in SETS}, work / "report", data["raw"],
+                          compare={k: res / "sft" / f"{k}_results.json" for k in SETS}, names=("GRPO", "SFT"),
+                          title="UniFER demo: what the GRPO model said (compared with the SFT model)")
+    print(f"\nReport of the GRPO model (every response, beside the SFT model's): {report['index']}")
     demo.say(f"done; summary in {work / 'summary.md'}, logs in {demo.log_dir}")
     return 0

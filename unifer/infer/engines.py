@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 ENGINE_CLASSES: dict[str, str] = {
     "hf": "unifer.infer.engines:HFEngine",
     "vllm": "unifer.infer.engines:VLLMEngine",
+    "openai": "unifer.infer.openai_engine:OpenAIEngine",
 }
 ENGINES = tuple(ENGINE_CLASSES)
 

@@ -84,6 +84,8 @@ def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None, paths
                     help="hf engine: auto (flash_attention_2 where installed on GPU, else sdpa), sdpa, eager")
     ap.add_argument("--limit", type=int, default=None, help="answer only the first N items")
     ap.add_argument("--overwrite", action="store_true", help="start fresh, discarding earlier progress")
+    ap.add_argument("--retry-errors", action="store_true",
+                    help="on resume, answer the error items of earlier runs again (default: keep them)")
     ap.add_argument("--shard", default=None, metavar="I/N", help="answer every N-th item from I (0 <= I < N)")
     ap.add_argument("--merge", action="store_true",
                     help="only merge finished shard progress files into the results file (same arguments, no --shard)")
@@ -91,6 +93,9 @@ def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None, paths
     vl.add_argument("--tensor-parallel-size", type=int, default=1)
     vl.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     vl.add_argument("--max-model-len", type=int, default=4096, help="prompt + answer tokens (about 250 + 1024)")
+    from unifer.infer.openai_engine import add_engine_arguments
+
+    add_engine_arguments(ap)  # the "openai engine" group
 
 
 def _default_path(env: str, fallback: Path | str) -> str:
@@ -100,10 +105,16 @@ def _default_path(env: str, fallback: Path | str) -> str:
 def resolve_run(args, set_key: str) -> dict:
     """Check everything cheap before anything heavy: model, input, flags. Returns the plan."""
     ferset = get_set(set_key)
-    model = resolve_path(args.model or _default_path("UNIFER_MODEL", DEFAULT_MODEL))
-    if not args.model and not model.exists():
-        raise UniferError(f"model path not found: {model} (pass --model PATH or set $UNIFER_MODEL)")
-    check_model_dir(model)
+    api = args.engine == "openai"  # openai engine: --model names the endpoint's model, no directory to check
+    if api:
+        if not args.model or not args.base_url:
+            raise UniferError("--engine openai needs --base-url URL and --model NAME (the endpoint's model name)")
+        model = args.model
+    else:
+        model = resolve_path(args.model or _default_path("UNIFER_MODEL", DEFAULT_MODEL))
+        if not args.model and not model.exists():
+            raise UniferError(f"model path not found: {model} (pass --model PATH or set $UNIFER_MODEL)")
+        check_model_dir(model)
     input_path = resolve_path(args.input) if args.input else ferset.default_qa_path()
     records = load_records(input_path, "qa", hint="build it with python -m unifer ferbench build --image-root DIR")
     if args.limit is not None:
@@ -117,16 +128,26 @@ def resolve_run(args, set_key: str) -> dict:
         raise UniferError("--merge combines the shards; run it without --shard")
     if args.batch_size is not None and args.batch_size < 1:
         raise UniferError(f"--batch-size must be at least 1, got {args.batch_size}")
-    batch_size = default_batch_size(args.engine) if args.batch_size is None else args.batch_size  # imports torch
+    if args.batch_size is not None:
+        batch_size = args.batch_size
+    else:  # imports torch; the openai engine keeps 4 batches' worth of requests per call so none waits long
+        batch_size = 4 * max(args.concurrency, 1) if api else default_batch_size(args.engine)
     output = resolve_path(args.output) if args.output else ferset.default_results_path()
     image_root = args.image_root or _default_path("UNIFER_IMAGE_ROOT", "/")
-    from unifer.infer.modeling import pick_dtype
-
-    dtype = str(pick_dtype(args.dtype, cuda_available())).replace("torch.", "")
     # What decides the answers: a progress file written under other values is refused, not mixed in.
-    run = {"model": str(model), "model_fingerprint": model_fingerprint(model), "input": str(input_path),
-           "input_sha256": _sha256_file(input_path), "image_root": str(image_root), "engine": args.engine,
-           "dtype": dtype, "max_new_tokens": args.max_new_tokens, "shard": args.shard}
+    if api:  # the endpoint's identity: base URL + model name + request settings (never the key)
+        from unifer.infer.openai_engine import request_identity
+
+        run = {"model": model, "endpoint": request_identity(args), "input": str(input_path),
+               "input_sha256": _sha256_file(input_path), "image_root": str(image_root), "engine": args.engine,
+               "max_new_tokens": args.max_new_tokens, "shard": args.shard}
+    else:
+        from unifer.infer.modeling import pick_dtype
+
+        dtype = str(pick_dtype(args.dtype, cuda_available())).replace("torch.", "")
+        run = {"model": str(model), "model_fingerprint": model_fingerprint(model), "input": str(input_path),
+               "input_sha256": _sha256_file(input_path), "image_root": str(image_root), "engine": args.engine,
+               "dtype": dtype, "max_new_tokens": args.max_new_tokens, "shard": args.shard}
     return dict(ferset=ferset, model=model, records=records, output=output, image_root=image_root, shard=shard,
                 batch_size=batch_size, run=run)
 

@@ -39,7 +39,10 @@ class Job:
     def answered(self, answer) -> dict:
         if answer.error is not None:  # this item alone failed: an error item, the run goes on
             return self.error_result(answer.error)
-        return {**self.record, "model_response": answer.text}
+        result = {**self.record, "model_response": answer.text}
+        if answer.usage is not None:  # what an API reported, per item
+            result["usage"] = answer.usage
+        return result
 
 
 def order_for(engine, jobs: list[Job]) -> list[Job]:
@@ -49,7 +52,7 @@ def order_for(engine, jobs: list[Job]) -> list[Job]:
     return jobs
 
 
-def _decoded(jobs: Iterable[Job], image_size=None) -> Iterator[tuple[Job, object, str | None]]:
+def decode_ahead(jobs: Iterable[Job], image_size=None) -> Iterator[tuple[Job, object, str | None]]:
     """(job, image, None) or (job, None, reason), in order, decoding ahead in one thread."""
 
     def decode(job: Job):
@@ -83,7 +86,7 @@ def stream_answers(engine, jobs: list[Job], batch_size: int, stats: dict | None 
     ``stats`` (if given) accumulates ``tokens``."""
     stats = stats if stats is not None else {}
     stats.setdefault("tokens", 0)
-    decoded = _decoded(order_for(engine, jobs), image_size)
+    decoded = decode_ahead(order_for(engine, jobs), image_size)
     if hasattr(engine, "stream"):
         yield from _streamed(engine, decoded, stats, batch_size)
         return
@@ -96,8 +99,9 @@ def stream_answers(engine, jobs: list[Job], batch_size: int, stats: dict | None 
             raise _engine_failure(engine, e, batch_size) from None
         if len(answers) != len(batch):
             raise RuntimeError(f"{engine.name} engine returned {len(answers)} answers for {len(batch)} requests")
-        stats["tokens"] += sum(a.tokens for a in answers)
-        out = [(job, job.answered(a)) for (job, _), a in zip(batch, answers)]
+        stats["tokens"] += sum(a.tokens for a in answers if a is not None)
+        # None: not sent, the engine's budget is spent (openai); the item stays pending for the rerun
+        out = [(job, job.answered(a)) for (job, _), a in zip(batch, answers) if a is not None]
         batch.clear()
         return out
 
@@ -108,6 +112,8 @@ def stream_answers(engine, jobs: list[Job], batch_size: int, stats: dict | None 
         batch.append((job, image))
         if len(batch) >= batch_size:
             yield from flush()
+            if getattr(engine, "stop_reason", None):  # a budget is spent: stop cleanly, everything kept
+                return
     if batch:
         yield from flush()
 

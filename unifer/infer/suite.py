@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 from unifer.data.jsonio import write_json_atomic
 from unifer.errors import UniferError
@@ -21,6 +22,12 @@ from unifer.infer.stream import GroupWriter, Job, stream_answers
 
 def open_engine(args, plan: dict):
     """The engine a run's flags ask for (loaded once per process)."""
+    if args.engine == "openai":  # a model name, no checkpoint: the request carries the settings
+        from unifer.infer.engines import GenerationSettings, engine_class
+        from unifer.infer.openai_engine import engine_options
+
+        return engine_class("openai")(plan["model"], GenerationSettings(args.max_new_tokens, 1.0, (), None),
+                                      **engine_options(args))
     return make_engine(args.engine, plan["model"], generation_settings(plan["model"], args.max_new_tokens),
                        dtype=args.dtype, attn=args.attn_implementation,
                        tensor_parallel_size=args.tensor_parallel_size,
@@ -36,11 +43,16 @@ def answer_sets(args, plans: dict[str, dict]) -> int:
                 raise UniferError(f"cannot merge into {plan['output']} yet: {message}")
             print(f"{plan['ferset'].name}: {message} -> {plan['output']}")
         return 0
-    for plan in plans.values():
+    retry = getattr(args, "retry_errors", False)
+    earlier = {}
+    for key, plan in plans.items():
         ppath = progress_path(plan["output"], plan["shard"])
         if plan["output"].exists() and not ppath.exists() and not args.overwrite:
-            raise UniferError(f"{plan['output']} already exists; pass --overwrite to answer again, or choose another "
-                              "--output")
+            if not retry:
+                raise UniferError(f"{plan['output']} already exists; pass --overwrite to answer again, --retry-errors "
+                                  "to answer its error items again, or choose another --output")
+            earlier[key] = earlier_results(plan["output"], plan["records"],
+                                           shard_indices(len(plan["records"]), plan["shard"]))
     started = time.perf_counter()
     with ExitStack() as stack:
         progress, indices, jobs = {}, {}, []
@@ -49,18 +61,28 @@ def answer_sets(args, plans: dict[str, dict]) -> int:
             progress[key] = stack.enter_context(ProgressFile(
                 ppath, plan["run"], overwrite=args.overwrite,
                 wait_message=f"another run is writing {ppath}; let it finish or choose another --output"))
+            if key in earlier:  # --retry-errors on a finished results file: its answers seed the progress file
+                progress[key].append(earlier[key])
             indices[key] = shard_indices(len(plan["records"]), plan["shard"])
-            jobs += [Job(key, i, plan["records"][i], str(plan["image_root"]))
-                     for i in indices[key] if i not in progress[key].done]
+            done = progress[key].done
+            jobs += [Job(key, i, plan["records"][i], str(plan["image_root"])) for i in indices[key]
+                     if i not in done or (retry and done[i].get("error") is True)]
         stats = {"tokens": 0, "seconds": 0.0}
-        if jobs:
-            _answer(args, plans, progress, indices, jobs, stats)
+        stopped = _answer(args, plans, progress, indices, jobs, stats) if jobs else None
         wall = time.perf_counter() - started
+        left = {key: sum(1 for i in indices[key] if i not in progress[key].done) for key in plans}
+        if stopped and any(left.values()):
+            for key, plan in plans.items():
+                n = len(indices[key])
+                print(f"{plan['ferset'].name}: stopped, {stopped}: {n - left[key]} of {n} items done, {left[key]} left"
+                      f"{usage_line(progress[key].done.values())}; every answer is kept in {progress[key].path}: "
+                      "rerun the same command to go on")
+            return 3
         summaries = {}
         for key, plan in plans.items():
             results = results_in_order(progress[key].done, indices[key])
             errors = sum(1 for r in results if r.get("error") is True)
-            summaries[key] = f"{plan['ferset'].name}: {len(results)} items, {errors} errors"
+            summaries[key] = (f"{plan['ferset'].name}: {len(results)} items, {errors} errors", usage_line(results))
             if plan["shard"] is None:
                 try:
                     write_json_atomic(plan["output"], results)
@@ -72,22 +94,25 @@ def answer_sets(args, plans: dict[str, dict]) -> int:
     rate = (f"{n} done now in {s:.1f}s: {n / max(s, 1e-9):.2f} items/s, {stats['tokens'] / max(s, 1e-9):.1f} "
             "tokens/s" if n else "nothing left to do")
     for key, plan in plans.items():
-        tail = f" ({rate}; wall time {wall:.1f}s)" if len(plans) == 1 else ""
+        head, usage = summaries[key]
+        summary = head + (f" ({rate}; wall time {wall:.1f}s)" if len(plans) == 1 else "") + usage
         if plan["shard"] is None:
-            print(f"{summaries[key]}{tail} -> {plan['output']}")
+            print(f"{summary} -> {plan['output']}")
             continue
         # This shard is complete and unlocked: merge if every shard is.
         merged, message = merge_shards(plan["output"], {**plan["run"], "shard": None}, len(plan["records"]),
                                        shards=plan["shard"][1])
         i, k = plan["shard"]
-        print(f"{summaries[key]}{tail}; shard {i}/{k} done, " + (f"{message} -> {plan['output']}" if merged else
+        print(f"{summary}; shard {i}/{k} done, " + (f"{message} -> {plan['output']}" if merged else
               f"not merged yet ({message}); the last shard to finish merges, or rerun with --merge"))
     if len(plans) > 1:
         print(f"{len(plans)} sets, one model load: {rate}; wall time {wall:.1f}s")
     return 0
 
 
-def _answer(args, plans, progress, indices, jobs, stats) -> None:
+def _answer(args, plans, progress, indices, jobs, stats) -> str | None:
+    """Answer ``jobs`` with one engine, recording answers as they come; the engine's stop reason (a budget spent)
+    or None."""
     from tqdm import tqdm
 
     first = next(iter(plans.values()))
@@ -114,5 +139,30 @@ def _answer(args, plans, progress, indices, jobs, stats) -> None:
             finally:
                 writer.flush()  # whatever finished is kept, also when the engine fails
             stats["seconds"] = time.perf_counter() - t0
+        return getattr(engine, "stop_reason", None)
     finally:
         engine.close()
+
+
+def earlier_results(output: Path, records: list[dict], indices: list[int]) -> list[tuple[int, dict]]:
+    """The items of a finished results file, checked against the input item by item (--retry-errors)."""
+    from unifer.data.jsonio import read_records
+
+    old = read_records(output)
+    if len(old) != len(records):
+        raise UniferError(f"{output} holds {len(old)} items, the input {len(records)}: not this input's results; "
+                          "pass --overwrite to answer again")
+    for i in indices:
+        if not isinstance(old[i], dict) or any(old[i].get(k) != v for k, v in records[i].items()):
+            raise UniferError(f"{output}: record {i} is not the input's item {i}; pass --overwrite to answer again")
+    return [(i, old[i]) for i in indices]
+
+
+def usage_line(results) -> str:
+    """``"; usage: P prompt + C completion tokens"`` over the items whose API reported usage ("" where none did)."""
+    reported = [r["usage"] for r in results if isinstance(r.get("usage"), dict)]
+    if not reported:
+        return ""
+    prompt = sum(int(u.get("prompt_tokens") or 0) for u in reported)
+    completion = sum(int(u.get("completion_tokens") or 0) for u in reported)
+    return f"; usage: {prompt} prompt + {completion} completion tokens over {len(reported)} items"

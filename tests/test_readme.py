@@ -1,0 +1,50 @@
+"""The README's "What happens when…" table names real tests: every `file::test_name` in its "shown by" column is a
+test function of that file (``::test_name`` alone is in the file named before it in the same cell)."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from helpers import REPO
+
+TESTS = REPO / "tests"
+REFERENCE = re.compile(r"`((?:test_\w+\.py)?)::(test_\w+)(?:\[([^\]]+)\])?`")
+
+
+def table_rows(readme: str) -> dict[str, list[tuple[str, str, str | None]]]:
+    """For each row of the table (by its "when…" cell): (file, test function, parameter id or None) it names."""
+    section = readme.split("\n## What happens when…\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for row in section.splitlines():
+        if not row.startswith("|") or row.startswith(("| when…", "|---")):
+            continue
+        shown_by = row.rstrip().rstrip("|").rsplit("|", 1)[1]
+        file, named = None, []
+        for m in REFERENCE.finditer(shown_by):
+            file = m.group(1) or file
+            assert file, f"'::{m.group(2)}' names no file before it: {row}"
+            named.append((file, m.group(2), m.group(3)))
+        rows[row.split("|")[1].strip()] = named
+    return rows
+
+
+def defined_tests(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.name.startswith("test_")}
+
+
+def test_every_row_of_what_happens_when_names_existing_tests():
+    rows = table_rows((REPO / "README.md").read_text(encoding="utf-8"))
+    assert len(rows) >= 20, "the table went missing"
+    problems = [f"row '{when}' names no test" for when, named in rows.items() if not named]
+    for file, name, param in sorted({ref for named in rows.values() for ref in named}, key=str):
+        path = TESTS / file
+        if not path.is_file():
+            problems.append(f"{file}: no such test file")
+        elif name not in defined_tests(path):
+            problems.append(f"{file}::{name}: no such test")
+        elif param is not None and param not in path.read_text(encoding="utf-8"):
+            problems.append(f"{file}::{name}[{param}]: no such parameter id in the file")
+    assert not problems, "\n".join(problems)

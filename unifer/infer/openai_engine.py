@@ -1,0 +1,317 @@
+"""The ``openai`` engine: FERBench through any OpenAI-compatible chat-completions endpoint.
+
+    unifer infer --set rafdb --engine openai --base-url http://127.0.0.1:8000/v1 --model NAME
+
+One request per item, the paper's request in the chat API's words: one user message holding the image (a base64
+data URL, lossless PNG by default, so a local server sees the very pixels the offline engines see) then the
+FERBench prompt; ``temperature=0`` (greedy), ``max_tokens`` = ``--max-new-tokens``, and whatever ``--extra-body``
+adds (vLLM's ``repetition_penalty``, for instance; a vLLM server also applies the checkpoint's
+generation_config by default).
+
+Robust by construction: ``concurrency`` requests in flight (threads; the official client is thread-safe), each
+with a timeout; a retryable failure (429, 408, 409, 5xx, a dropped connection, a timeout, a body that is not
+JSON) is retried with exponential backoff and full jitter, or after the server's ``Retry-After``. What still fails
+is that item's error (the runner writes an error item and goes on); a refusal of the whole endpoint (401, 403,
+404: a wrong key, base URL or model name) stops the run instead, the items of earlier batches kept.
+``max_requests`` and ``max_tokens_budget`` stop sending new requests once spent: unsent items come back as
+``None`` (left pending for a rerun) and ``stop_reason`` says why.
+
+The API key is read from the environment only and scrubbed from every error text this engine produces.
+"""
+from __future__ import annotations
+
+import base64
+import email.utils
+import io
+import ipaddress
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+
+from unifer.errors import UniferError
+from unifer.infer.engines import Answer, GenerationSettings
+
+log = logging.getLogger(__name__)
+
+IMAGE_FORMATS = ("png", "jpeg")
+IMAGE_DETAILS = ("low", "high", "auto")
+LOCAL_PLACEHOLDER_KEY = "EMPTY"  # what vLLM / SGLang / Ollama accept when started without --api-key
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+FATAL_STATUSES = frozenset({401, 403, 404})  # the endpoint refuses us altogether: no item can succeed
+MAX_RETRY_AFTER_S = 120.0  # a server asking for longer gets the item's error instead of a stalled run
+
+
+class EndpointError(UniferError):
+    """The endpoint refuses every request (wrong key, base URL or model): the run stops, finished items kept."""
+
+
+def is_loopback(base_url: str) -> bool:
+    host = urlparse(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_api_key(api_key_env: str, base_url: str) -> str:
+    """The key from ``$api_key_env``; a loopback server without one gets a placeholder, anything else an error."""
+    key = os.environ.get(api_key_env, "")
+    if key:
+        return key
+    if is_loopback(base_url):
+        return LOCAL_PLACEHOLDER_KEY
+    raise UniferError(f"--engine openai: ${api_key_env} is not set; export the API key for {base_url} there "
+                      "(or name another variable with --api-key-env); keys are never read from flags or files")
+
+
+class KeyScrubber:
+    """Removes the key, and any run of 8+ characters cut from it (servers echo keys half-masked), from a text."""
+
+    _WORD = re.compile(r"[A-Za-z0-9_\-.~+/=]{8,}")
+
+    def __init__(self, key: str):
+        self.key = key if key and key != LOCAL_PLACEHOLDER_KEY else ""
+
+    def __call__(self, text: str) -> str:
+        if not self.key:
+            return text
+        text = text.replace(self.key, "[api key]")
+        return self._WORD.sub(lambda m: "[api key]" if self._from_key(m.group(0)) else m.group(0), text)
+
+    def _from_key(self, word: str) -> bool:
+        return any(len(part) >= 8 and part in self.key for part in re.split(r"[.]{2,}|\*+", word))
+
+
+def image_data_url(image, image_format: str = "png") -> str:
+    """``data:image/png;base64,...`` of a PIL image: PNG is lossless; JPEG (quality 95) for vendors that want it."""
+    buf = io.BytesIO()
+    if image_format == "png":
+        image.save(buf, format="PNG")
+    else:
+        image.convert("RGB").save(buf, format="JPEG", quality=95)
+    return f"data:image/{image_format};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def chat_messages(image_url: str, prompt: str, detail: str | None = None) -> list[dict]:
+    """The paper's request: one user turn, the image then the prompt, no system message of ours."""
+    part = {"url": image_url, **({"detail": detail} if detail else {})}
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": part}, {"type": "text", "text": prompt}]}]
+
+
+def parse_retry_after(headers) -> float | None:
+    """Seconds from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date), None when absent."""
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            parsed = email.utils.parsedate_tz(value)
+            if parsed is not None:
+                return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+    return None
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base·2^attempt)] (attempt 0 = first retry)."""
+    return rng.uniform(0.0, min(cap, base * (2.0 ** attempt)))
+
+
+class OpenAIEngine:
+    """Chat completions, ``concurrency`` in flight, retried; ``model`` is the endpoint's model name."""
+
+    name = "openai"
+
+    def __init__(self, model: str, settings: GenerationSettings, *, base_url: str,
+                 api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4, image_format: str = "png",
+                 image_detail: str | None = None, request_timeout: float = 120.0, max_retries: int = 6,
+                 retry_base_delay: float = 1.0, retry_max_delay: float = 60.0, extra_body: dict | None = None,
+                 max_requests: int | None = None, max_tokens_budget: int | None = None, seed: int | None = None):
+        try:
+            import openai
+        except ImportError as e:
+            raise UniferError(f"--engine openai needs the openai package (pip install openai): {e}") from None
+        if image_format not in IMAGE_FORMATS:
+            raise UniferError(f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+        if image_detail is not None and image_detail not in IMAGE_DETAILS:
+            raise UniferError(f"--image-detail must be one of {', '.join(IMAGE_DETAILS)}, got {image_detail!r}")
+        if concurrency < 1 or max_retries < 0 or request_timeout <= 0:
+            raise UniferError("--concurrency must be >= 1, --max-retries >= 0 and --request-timeout > 0")
+        if (max_requests is not None and max_requests < 1) or (max_tokens_budget is not None and max_tokens_budget < 1):
+            raise UniferError("--max-requests and --max-tokens-budget must be at least 1")
+        self._openai = openai
+        self.model, self.settings, self.base_url = model, settings, base_url
+        self.image_format, self.image_detail = image_format, image_detail
+        self.max_retries, self.retry_base_delay, self.retry_max_delay = max_retries, retry_base_delay, retry_max_delay
+        self.extra_body = dict(extra_body or {})
+        self.max_requests, self.max_tokens_budget = max_requests, max_tokens_budget
+        key = read_api_key(api_key_env, base_url)
+        self.scrub = KeyScrubber(key)
+        # Our own retry loop (max_retries=0 here): it counts requests for --max-requests and scrubs every error.
+        self.client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=request_timeout)
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-request")
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self.requests_sent = 0
+        self.tokens_used = 0
+        self.stop_reason: str | None = None
+
+    # -- budget ---------------------------------------------------------------------------------------------
+    def _take_request(self) -> bool:
+        """Count one request about to be sent; False (and ``stop_reason``) once a budget is spent."""
+        with self._lock:
+            if self.stop_reason is None:
+                if self.max_requests is not None and self.requests_sent >= self.max_requests:
+                    self.stop_reason = f"--max-requests {self.max_requests} reached"
+                elif self.max_tokens_budget is not None and self.tokens_used >= self.max_tokens_budget:
+                    self.stop_reason = f"--max-tokens-budget {self.max_tokens_budget} reached ({self.tokens_used} used)"
+            if self.stop_reason is not None:
+                return False
+            self.requests_sent += 1
+            return True
+
+    def _sleep(self, attempt: int, retry_after: float | None) -> None:
+        with self._lock:
+            delay = backoff_delay(attempt, self.retry_base_delay, self.retry_max_delay, self._rng)
+        time.sleep(retry_after if retry_after is not None else delay)
+
+    # -- one item -------------------------------------------------------------------------------------------
+    def _request(self, image, prompt: str) -> Answer | None:
+        openai = self._openai
+        messages = chat_messages(image_data_url(image, self.image_format), prompt, self.image_detail)
+        last = "no request sent"
+        for attempt in range(self.max_retries + 1):
+            if not self._take_request():
+                return None  # budget spent: left pending, a rerun answers it
+            retry_after = None
+            try:
+                reply = self.client.chat.completions.create(
+                    model=self.model, messages=messages, temperature=0.0, max_tokens=self.settings.max_new_tokens,
+                    extra_body=self.extra_body or None)
+                return self._answer(reply)
+            except openai.APIStatusError as e:
+                status = e.status_code
+                last = f"HTTP {status}: {self.scrub(_short(e.message))}"
+                if status in FATAL_STATUSES:
+                    with self._lock:  # before raising: no item waiting in the pool may send another request
+                        self.stop_reason = self.stop_reason or "the endpoint refused"
+                    raise EndpointError(f"{self.base_url} refused the request ({last}); check the base URL, "
+                                        "--model and the API key") from None
+                if status not in RETRY_STATUSES:
+                    return Answer("", 0, error=f"not retried: {last}")
+                retry_after = parse_retry_after(e.response.headers)
+                if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
+                    return Answer("", 0, error=f"{last}; the server asks to wait {retry_after:.0f}s")
+            except openai.APITimeoutError:
+                last = f"no answer within {self.client.timeout}s (--request-timeout)"
+            except openai.APIConnectionError as e:
+                last = f"connection failed: {self.scrub(_short(str(e.__cause__ or e)))}"
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError, openai.APIResponseValidationError) as e:
+                last = f"unreadable response ({type(e).__name__}: {self.scrub(_short(str(e)))})"
+            if attempt < self.max_retries:
+                log.info("request failed (%s); retry %d of %d", last, attempt + 1, self.max_retries)
+                self._sleep(attempt, retry_after)
+        return Answer("", 0, error=f"failed after {self.max_retries + 1} attempts: {last}")
+
+    def _answer(self, reply) -> Answer:
+        if isinstance(reply, str):  # the client hands back a non-JSON body as text
+            raise ValueError(f"expected a JSON chat completion, got {len(reply)} characters of text")
+        text = reply.choices[0].message.content
+        if not isinstance(text, str):
+            raise ValueError("the chat completion holds no message content")
+        usage = None
+        if reply.usage is not None:
+            usage = {"prompt_tokens": int(reply.usage.prompt_tokens or 0),
+                     "completion_tokens": int(reply.usage.completion_tokens or 0)}
+            with self._lock:
+                self.tokens_used += usage["prompt_tokens"] + usage["completion_tokens"]
+        tokens = usage["completion_tokens"] if usage else 0
+        return Answer(text, tokens, usage=usage)
+
+    # -- the engine's interface -----------------------------------------------------------------------------
+    def generate(self, images, prompts) -> list[Answer | None]:
+        """One answer per item, in order; None for an item not sent because a budget is spent."""
+        futures = [self.pool.submit(self._request, img, p) for img, p in zip(images, prompts)]
+        answers, fatal = [], None
+        for f in futures:
+            try:
+                answers.append(f.result())
+            except EndpointError as e:
+                fatal = fatal or e
+                answers.append(None)
+        if fatal is not None:
+            raise fatal
+        return answers
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_extra_body(text: str | None) -> dict:
+    """``--extra-body '{"repetition_penalty": 1.05}'`` → dict (one line naming the flag when it is not JSON)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise UniferError(f"--extra-body is not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise UniferError(f"--extra-body must be a JSON object, got {text!r}")
+    return value
+
+
+def request_identity(args) -> dict:
+    """What decides an endpoint's answers besides model, input and token budget (never the key, nor its name)."""
+    return {"base_url": args.base_url, "image_format": args.image_format, "image_detail": args.image_detail,
+            "temperature": 0.0, "extra_body": parse_extra_body(args.extra_body)}
+
+
+def engine_options(args) -> dict:
+    """The runner's flags → ``OpenAIEngine`` keywords."""
+    return dict(base_url=args.base_url, api_key_env=args.api_key_env, concurrency=args.concurrency,
+                image_format=args.image_format, image_detail=args.image_detail,
+                request_timeout=args.request_timeout, max_retries=args.max_retries,
+                retry_base_delay=args.retry_base_delay, extra_body=parse_extra_body(args.extra_body),
+                max_requests=args.max_requests, max_tokens_budget=args.max_tokens_budget)
+
+
+def add_engine_arguments(ap) -> None:
+    """The ``openai engine`` flags of ``unifer infer`` (their own group)."""
+    g = ap.add_argument_group("openai engine", "--engine openai: --model is the endpoint's model name; the key "
+                              "comes only from the environment")
+    g.add_argument("--base-url", default=None, help="the endpoint, e.g. http://127.0.0.1:8000/v1 or "
+                   "https://api.openai.com/v1")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the key (default OPENAI_API_KEY; a loopback server needs none)")
+    g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    g.add_argument("--image-format", choices=IMAGE_FORMATS, default="png",
+                   help="png (lossless, default: a local server answers as the offline engines) or jpeg")
+    g.add_argument("--image-detail", choices=IMAGE_DETAILS, default=None, help="the image part's detail (not sent "
+                   "by default)")
+    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    g.add_argument("--max-retries", type=int, default=6, help="retries of a failed request (default 6)")
+    g.add_argument("--retry-base-delay", type=float, default=1.0,
+                   help="first backoff in seconds, doubled per retry, full jitter, capped at 60 (default 1)")
+    g.add_argument("--extra-body", default=None, metavar="JSON",
+                   help='extra request fields, e.g. \'{"repetition_penalty": 1.05}\' for a vLLM server')
+    g.add_argument("--max-requests", type=int, default=None,
+                   help="send at most N requests in this run (retries count), then stop cleanly; rerun to go on")
+    g.add_argument("--max-tokens-budget", type=int, default=None,
+                   help="stop sending once this run's prompt + completion tokens reach N; rerun to go on")
