@@ -83,6 +83,7 @@ def first_step_loss(tiny_model, cot_files, out, weighting: str) -> float:
     return trainer.train().training_loss
 
 
+@pytest.mark.slow
 def test_each_weighting_gives_the_loss_it_claims(tiny_model, cot_files, per_sample_losses, tmp_path):
     sample_expected = sum(s / n for s, n in per_sample_losses) / len(per_sample_losses)
     token_expected = sum(s for s, _ in per_sample_losses) / sum(n for _, n in per_sample_losses)
