@@ -56,8 +56,6 @@ def test_public_api_is_kept():
     ("cot", lambda r: r.update(image_path="  "), "record 3, field 'image_path': empty image path"),
     ("cot", lambda r: r.update(question=""), "record 3, field 'question': empty text"),
     ("rlvr", lambda r: r.update(solution=3), "record 3, field 'solution': expected str, found int"),
-    ("rlvr", lambda r: r.update(solution="<answer></answer>"), "record 3, field 'solution': expected '<answer>"),
-    ("rlvr", lambda r: r.update(solution="<answer>happy"), "record 3, field 'solution': expected '<answer>"),
     ("rlvr", lambda r: r.update(problem=None), "record 3, field 'problem': expected str, found NoneType"),
     ("qa", lambda r: r.update(true_label="happy"), "record 3, field 'true_label': label 'happy' is not one"),
     ("qa", lambda r: r.update(candidate_labels=[]), "record 3, field 'candidate_labels': expected a non-empty"),
@@ -88,7 +86,7 @@ def test_json_array_and_json_lines_load_the_same(tmp_path):
 
 @pytest.mark.parametrize("text,label", [
     ("<answer>happy</answer>", "happy"), (" <answer> fear </answer>\n", "fear"), ("neutral", "neutral"),
-    ("", None), ("<answer></answer>", None), ("<answer>sad", None), ("x <answer>sad</answer>", None),
+    ("", ""), ("<answer></answer>", ""), ("<answer>sad", "<answer>sad"), ("x <answer>sad</answer>", "sad"),
 ])
 def test_solution_label(text, label):
     assert solution_label(text) == label
@@ -166,7 +164,7 @@ def test_data_check_fails_on_broken_images_and_records(tmp_path):
     path = write(tmp_path / "r.jsonl", records, jsonl=True)
     rc, out, err = data_cli("check", path, "--kind", "rlvr", "--image-root", tmp_path, "--no-progress")
     assert rc == 2 and "Traceback" not in err
-    assert err.startswith(f"error: {path}: 3 problems; the first: record 1, field 'image_path'")
+    assert err.startswith(f"error: {path}: 2 problems; the first: record 1, field 'image_path'")
     assert "record 1, field 'image_path': cannot decode image" in out
     assert "record 3, field 'image_path': image not found" in out
     assert "record 4, field 'solution'" in out

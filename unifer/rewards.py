@@ -30,6 +30,7 @@ import re
 from datetime import datetime
 from typing import Callable, Iterable
 
+from unifer.data.records import extract_answer  # the paper's answer of a text, shared with the data check
 from unifer.errors import UniferError
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,6 @@ def completion_text(completion) -> str:
             return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
         return "" if content is None else str(content)
     return str(message)
-
-
-def extract_answer(text: str) -> str:
-    """The paper's answer of a text: the first <answer> block's content, stripped, or the whole text stripped."""
-    match = ANSWER_PATTERN.search(text)
-    return match.group(1).strip() if match else text.strip()
 
 
 def normalize_answer(text: str) -> str:

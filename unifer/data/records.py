@@ -2,7 +2,8 @@
 
 - QA (FERBench):     {image_path, true_label, prompt, candidate_labels}
 - CoT (SFT):         {image_path, question, response}
-- RLVR (GRPO):       {image_path, problem, solution}   solution: "<answer>label</answer>" or a bare label
+- RLVR (GRPO):       {image_path, problem, solution}   the ground truth: the first <answer> block's text, or the
+                     whole solution (as the paper's reward reads it; ``solution_label``)
 - results:           QA fields + model_response (+ "error": true on failed items)
 
 Loaders validate the whole file up front — a missing or mistyped field raises DataError naming the file, the
@@ -58,16 +59,20 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-def solution_label(solution: str) -> str | None:
-    """The label an RLVR solution holds: the text inside ``<answer></answer>``, or the bare label; None when the
-    solution is empty or its tags are malformed (the paper's reward would compare against garbage)."""
-    m = _ANSWER.search(solution)
-    if m:
-        label = m.group(1).strip()
-        rest = (solution[: m.start()] + solution[m.end():]).strip()
-        return label if label and not rest and "<" not in label else None
-    label = solution.strip()
-    return label if label and "<" not in label and ">" not in label else None
+def extract_answer(text: str) -> str:
+    """The paper's answer of a text, completions and solutions alike (its accuracy reward, ``unifer.rewards``): the
+    first ``<answer>…</answer>`` block's content (``.`` matching newlines), stripped, or the whole text stripped
+    when no block closes. May be empty."""
+    m = _ANSWER.search(text)
+    return (m.group(1) if m else text).strip()
+
+
+def solution_label(solution: str) -> str:
+    """An RLVR solution's ground truth exactly as the paper's reward takes it: ``extract_answer(solution)``,
+    whatever surrounds the first block. Never refused: a record whose ground truth no sensible completion can
+    match (empty, not a candidate of its problem, no closed block) trains with reward 0, as in the paper, and
+    ``validate_records`` warns about it."""
+    return extract_answer(solution)
 
 
 def response_answer(response: str) -> str | None:
@@ -111,13 +116,7 @@ def validate_records(records: list[dict], kind: str) -> Iterator[Problem]:
             sol = r["solution"]
             if sol not in labels:
                 labels[sol] = solution_label(sol)
-            label = labels[sol]
-            if label is None:
-                yield Problem(i, "solution", f"expected '<answer>label</answer>' or a bare label, found {sol[:80]!r}")
-            else:
-                # A warning, not an error: the paper's reward just scores such a record 0, and a published
-                # file with a few of them must still train.
-                yield from _label_in_prompt(i, label, r["problem"], "problem", "solution", parsed, "warning")
+            yield from _ground_truth_problems(i, labels[sol], sol, r["problem"], parsed)
         elif kind == "cot":
             for field in ("question", "response"):
                 if not r[field].strip():
@@ -150,6 +149,18 @@ def _qa_problems(i: int, r: dict, parsed: dict) -> Iterator[Problem]:
         missing = [c for c in cands if not re.search(rf"\b{re.escape(c)}\b", prompt)]
         if missing:
             yield Problem(i, "prompt", f"the prompt does not mention the candidates {missing}")
+
+
+def _ground_truth_problems(i, label, solution, problem, parsed) -> Iterator[Problem]:
+    """Warnings, never errors: the paper's reward scores such a record 0 (or pays only an empty answer) and trains
+    on, and a published file with a few of them must still train."""
+    if not label:
+        yield Problem(i, "solution", "empty ground truth: the reward can pay only an empty answer", "warning")
+    elif label == solution.strip() and ("<answer>" in label or "</answer>" in label):  # no block closed
+        yield Problem(i, "solution", f"no closed <answer></answer> block, so the ground truth is the whole solution "
+                                     f"{solution[:80]!r}: no completion that answers a label can score", "warning")
+    else:
+        yield from _label_in_prompt(i, label, problem, "problem", "solution", parsed, "warning")
 
 
 def _label_in_prompt(i, label, prompt, prompt_field, label_field, parsed, severity) -> Iterator[Problem]:

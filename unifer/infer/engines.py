@@ -164,7 +164,8 @@ class HFEngine:
         self.processor = _load_processor(model_dir)
         self.processor.tokenizer.padding_side = "left"
         self.model = AutoModelForImageTextToText.from_pretrained(
-            str(model_dir), dtype=self.dtype, attn_implementation=pick_attn_implementation(attn, on_cuda),
+            str(model_dir), dtype=self.dtype,
+            attn_implementation=pick_attn_implementation(attn, on_cuda, dtype=self.dtype),
             device_map="auto" if on_cuda else None,
         ).eval()
         # The checkpoint's config with the paper's overrides; the penalty moves to _PenaltyIgnoringLeftPadding.

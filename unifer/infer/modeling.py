@@ -57,19 +57,39 @@ def cuda_available() -> bool:
         return False
 
 
-def pick_attn_implementation(requested: str | None = None, on_cuda: bool | None = None) -> str:
-    """``flash_attention_2`` where asked for (or ``auto``) and usable; otherwise ``sdpa``, with one warning when
-    flash attention was asked for explicitly but cannot run here."""
+#: dtypes flash-attention 2 has kernels for (it has none for float32).
+FLASH_ATTN_DTYPES = ("bfloat16", "float16")
+
+
+def pick_attn_implementation(requested: str | None = None, on_cuda: bool | None = None, *, dtype) -> str:
+    """The attention a model computing in ``dtype`` gets: the one rule of inference and both trainers.
+
+    ``auto`` → ``flash_attention_2`` on CUDA with flash-attn installed and ``dtype`` bfloat16 or float16; otherwise
+    ``sdpa`` (so float32, the paper's exact setting, always gets sdpa). An explicit ``flash_attention_2`` that cannot
+    run here (no CUDA, no flash-attn, or float32, for which flash-attn has no kernels) falls back to ``sdpa`` with
+    one warning, so one command line runs on every machine. ``dtype``: a torch dtype or a name ``pick_dtype``
+    accepts (``auto`` included); for training, the dtype the forward computes in (bf16/fp16 mixed precision,
+    else the weights' dtype). Any other name (``sdpa``, ``eager``) is returned as is.
+    """
     on_cuda = cuda_available() if on_cuda is None else on_cuda
     req = (requested or "auto").lower()
-    if req in ("auto", "flash_attention_2"):
-        if on_cuda and flash_attn_available():
-            return "flash_attention_2"
-        if req == "flash_attention_2":
-            why = "no CUDA device" if not on_cuda else "flash-attn is not installed"
-            log.warning("flash_attention_2 requested but %s: using sdpa attention instead", why)
-        return "sdpa"
-    return req
+    if req not in ("auto", "flash_attention_2"):
+        return req
+    if isinstance(dtype, str):
+        dtype = pick_dtype(dtype, on_cuda)
+    dtype_name = str(dtype).replace("torch.", "")
+    why = None
+    if not on_cuda:
+        why = "no CUDA device"
+    elif not flash_attn_available():
+        why = "flash-attn is not installed"
+    elif dtype_name not in FLASH_ATTN_DTYPES:
+        why = f"flash-attn has no {dtype_name} kernels"
+    if why is None:
+        return "flash_attention_2"
+    if req == "flash_attention_2":
+        log.warning("flash_attention_2 requested but %s: using sdpa attention instead", why)
+    return "sdpa"
 
 
 def pick_dtype(name: str | None = "auto", on_cuda: bool | None = None):

@@ -3,8 +3,11 @@
     python eval_rafdb/code/infer_unifer.py [--model PATH] [--engine hf|vllm] [--batch-size N] ...
     unifer infer --set rafdb ...
 
-The defaults reproduce the paper's run (``--batch-size 1 --dtype float32`` is its loop, item for item; larger
-batches give the same answers, see ``unifer.infer.engines``). Output: each input record plus ``model_response``, in
+The paper's run is reproduced by ``--batch-size 1 --dtype float32``: its loop, item for item, in float32 with sdpa
+attention (the paper named no attention, which transformers 4.49 made sdpa; float32 always gets sdpa). The
+defaults are faster and do not reproduce it on a GPU: bfloat16 there, and batches of 16; on a CPU the default
+dtype is float32, and batched float32 gave the same answers on the tiny model (see ``unifer.infer.engines``).
+Output: each input record plus ``model_response``, in
 input order; an image that cannot be read becomes ``"model_response": "ERROR: <reason>", "error": true``, as the
 paper's loop writes it, and the run goes on. Finished items go to a progress file beside the output as they
 complete (``unifer.infer.progress``), so a killed run resumes where it stopped; ``--shard i/n`` splits a set across
@@ -81,7 +84,8 @@ def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None, paths
     ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
                     help="auto: bfloat16 on CUDA, float32 on CPU (the paper ran float32)")
     ap.add_argument("--attn-implementation", default="auto",
-                    help="hf engine: auto (flash_attention_2 where installed on GPU, else sdpa), sdpa, eager")
+                    help="hf engine: auto (flash_attention_2 on GPU in bfloat16/float16 where installed, else "
+                         "sdpa; float32 always sdpa), sdpa, eager")
     ap.add_argument("--limit", type=int, default=None, help="answer only the first N items")
     ap.add_argument("--overwrite", action="store_true", help="start fresh, discarding earlier progress")
     ap.add_argument("--retry-errors", action="store_true",

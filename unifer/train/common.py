@@ -40,8 +40,9 @@ def _trl_parser_class():
 def adapt_namespace_to_device(ns, on_cuda: bool | None = None) -> list[str]:
     """Make parsed trainer flags runnable here; returns one note per change.
 
-    Without CUDA: ``use_cpu``, no bf16/fp16 (the paper's ``--bf16 True`` would abort), sdpa attention. With CUDA
-    but no flash-attn installed: sdpa attention, with one warning (from ``pick_attn_implementation``).
+    Without CUDA: ``use_cpu``, no bf16/fp16 (the paper's ``--bf16 True`` would abort), sdpa attention. The
+    attention follows ``pick_attn_implementation`` for the dtype the forward computes in (``compute_dtype``):
+    flash-attention 2 needs CUDA, flash-attn and bf16/fp16, else sdpa (one warning where it was asked for).
     """
     on_cuda = cuda_available() if on_cuda is None else on_cuda
     notes = []
@@ -55,10 +56,24 @@ def adapt_namespace_to_device(ns, on_cuda: bool | None = None) -> list[str]:
                 notes.append(f"no CUDA device: {flag} mixed precision turned off")
     if hasattr(ns, "attn_implementation"):
         # pick_attn_implementation itself warns once when flash_attention_2 cannot run here.
-        ns.attn_implementation = pick_attn_implementation(ns.attn_implementation, on_cuda=on_cuda)
+        ns.attn_implementation = pick_attn_implementation(ns.attn_implementation, on_cuda=on_cuda,
+                                                          dtype=compute_dtype(ns, getattr(ns, "dtype", None)))
     if getattr(ns, "deepspeed", None):
         notes += ensure_distributed_env()
     return notes
+
+
+def compute_dtype(training_args, model_dtype) -> str:
+    """The dtype a training forward computes in: bf16/fp16 mixed precision where on (autocast, or DeepSpeed casting
+    the weights), else the weights' own (``--dtype``; TRL's default float32). An unset ``bf16`` (None, TRL's
+    default before its configs' ``__post_init__``) means bf16 unless fp16 is on, as TRL resolves it."""
+    fp16 = bool(getattr(training_args, "fp16", False))
+    bf16 = getattr(training_args, "bf16", False)
+    if bf16 or (bf16 is None and not fp16):
+        return "bfloat16"
+    if fp16:
+        return "float16"
+    return model_dtype or "float32"
 
 
 def ensure_distributed_env() -> list[str]:
@@ -184,9 +199,10 @@ def load_processor(model_path: str | os.PathLike, revision: str | None = None):
     return AutoProcessor.from_pretrained(str(model_path), revision=revision)
 
 
-def load_vl_model(model_args, on_cuda: bool | None = None):
+def load_vl_model(model_args, on_cuda: bool | None = None, training_args=None):
     """Qwen2.5-VL / Qwen2-VL through the Auto classes, in ``model_args.dtype`` (TRL's default float32, which is
-    what the paper's run loaded before DeepSpeed's bf16 took over) with the attention chosen at parse time."""
+    what the paper's run loaded before DeepSpeed's bf16 took over), with the attention for the dtype training
+    computes in (``training_args``' bf16/fp16; without them, the weights' dtype)."""
     from transformers import AutoModelForImageTextToText
 
     path = check_model_dir(model_args.model_name_or_path)
@@ -194,7 +210,8 @@ def load_vl_model(model_args, on_cuda: bool | None = None):
         str(path),
         revision=model_args.model_revision,
         dtype=pick_dtype(model_args.dtype, on_cuda=on_cuda),
-        attn_implementation=pick_attn_implementation(model_args.attn_implementation, on_cuda=on_cuda),
+        attn_implementation=pick_attn_implementation(model_args.attn_implementation, on_cuda=on_cuda,
+                                                     dtype=compute_dtype(training_args, model_args.dtype)),
     )
 
 

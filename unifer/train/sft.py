@@ -10,6 +10,16 @@ Loss mask. Faithful (default): the whole conversation is trained except pad and 
 the paper's collator does (system and user text, the vision start/end markers and the chat scaffolding all carry
 loss). Opt-in ``--assistant_only_loss``: only the assistant's response and its closing ``<|im_end|>`` carry loss.
 
+Loss weighting. Faithful (default, ``--loss_weighting sample``): each sample's loss is the mean over its own
+trained tokens, a micro-batch's loss the mean over its samples, and gradient accumulation averages the
+micro-batches — what the paper's run optimised (transformers 4.49: Qwen2.5-VL's forward took no loss kwargs, so
+the Trainer divided each micro-batch's token mean by the accumulation steps; at its batch 1 a micro-batch is one
+sample). Opt-in ``--loss_weighting token``: the sum over every trained token of the accumulated global batch
+(all ranks) divided by their count, TRL 1.16's ``num_items_in_batch`` normalisation, so a long response weighs
+more. Stock TRL 1.16 applies that only to models that accept loss kwargs; transformers 5.19 marks Qwen2.5-VL as not
+accepting them (``accepts_loss_kwargs = False``), so unmodified SFTTrainer averages each micro-batch's tokens,
+then the micro-batches: the same as ``sample`` at the paper's per-device batch 1, in between the two at larger ones.
+
 Corrections over the paper's script, both invisible at its batch size of 1: every example's image reaches the
 processor (the paper kept only the last example's image per batch), and images load per batch through the
 shared loader instead of being resolved by string concatenation at start-up.
@@ -47,6 +57,7 @@ DEFAULT_OUTPUT = REPO_ROOT / "model" / "Qwen2.5-VL-7B-FER-COT-SFT-230K"
 COT_FIELDS = ("image_path", "question", "response")
 IGNORE_INDEX = -100  # labels the loss skips
 SYSTEM_TEXT = ""  # the paper's system turn is present but empty
+LOSS_WEIGHTINGS = ("sample", "token")
 
 
 def _script_arguments_base():
@@ -65,6 +76,13 @@ class SFTScriptArguments(_script_arguments_base()):
     image_root: str = field(
         default=PAPER_IMAGE_ROOT,
         metadata={"help": "directory the records' image_path values are relative to", "aliases": ["--data_dir"]},
+    )
+    loss_weighting: str = field(
+        default="sample",
+        metadata={"help": "sample (the paper's): mean over each sample's tokens, then over the samples; token "
+                          "(TRL's num_items_in_batch): mean over every token of the global batch, so long "
+                          "responses weigh more",
+                  "choices": list(LOSS_WEIGHTINGS)},
     )
 
 
@@ -128,6 +146,68 @@ class CoTCollator:
         return spans
 
 
+def sample_mean_loss(per_token_loss: torch.Tensor, label_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of each sample's mean token loss (rows: samples; ``per_token_loss`` zero where masked).
+    A sample without trained tokens is left out; a batch of only such samples gives a zero tied to the graph."""
+    counts = label_mask.sum(dim=1)
+    per_sample = per_token_loss.sum(dim=1) / counts.clamp(min=1)
+    trained = counts > 0
+    if not bool(trained.any()):
+        return per_token_loss.sum() * 0.0
+    return per_sample[trained].mean()
+
+
+class LossWeightingMixin:
+    """``--loss_weighting`` on top of SFTTrainer (see the module doc). ``sample`` lets SFTTrainer run its forward
+    (its fused LM head, its metrics), keeps the per-token losses that forward returns, and replaces the loss by
+    their per-sample mean; the Trainer then divides by the accumulation steps, as transformers 4.49 did. ``token``
+    is SFTTrainer's own loss, given the global batch's token count that the Trainer only computes for models that
+    accept loss kwargs."""
+
+    def __init__(self, *args, loss_weighting: str = "sample", **kwargs):
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise UniferError(f"--loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {loss_weighting!r}")
+        self.loss_weighting = loss_weighting
+        # Trainer.training_step: False divides the returned loss by the accumulation steps; None decides from
+        # num_items_in_batch, which is right for TRL's token-normalised loss.
+        self.loss_is_scaled_for_ga = False if loss_weighting == "sample" else None
+        super().__init__(*args, **kwargs)
+        if loss_weighting == "token":
+            # Qwen2.5-VL says accepts_loss_kwargs = False; SFTTrainer computes the loss itself from the per-token
+            # log-probabilities, so counting the tokens (num_items_in_batch) is all the Trainer has to do.
+            self.model_accepts_loss_kwargs = True
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss_weighting == "token":
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        first = []  # the first forward of this call is the one the loss comes from
+
+        def keep_first(module, args, output):
+            if not first:
+                first.append(output)
+
+        handle = model.register_forward_hook(keep_first)
+        try:
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=None)
+        finally:
+            handle.remove()
+        outputs = first[0] if first else None
+        if getattr(outputs, "log_probs", None) is None or getattr(outputs, "label_mask", None) is None:
+            raise UniferError("--loss_weighting sample needs SFTTrainer's default loss (per-token log-probabilities "
+                              "from its fused LM head); with --loss_type dft, label smoothing or sequence "
+                              "parallelism use --loss_weighting token")
+        loss = sample_mean_loss(-outputs.log_probs, outputs.label_mask)
+        return (loss, result[1]) if return_outputs else loss
+
+
+def make_trainer_class():
+    """SFTTrainer with the loss weighting and the checkpoint-weights fix."""
+    from trl import SFTTrainer
+
+    return type("UniferSFTTrainer", (LossWeightingMixin, CheckpointWeightsMixin, SFTTrainer), {})
+
+
 def apply_paper_settings(script_args, training_args, model_args) -> None:
     """Defaults for paths left unset, and the settings a VLM with our own collator needs on SFTTrainer."""
     if model_args.model_name_or_path is None:
@@ -142,7 +222,7 @@ def apply_paper_settings(script_args, training_args, model_args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trl import ModelConfig, SFTConfig, SFTTrainer
+    from trl import ModelConfig, SFTConfig
 
     setup_logging(is_main_process())
     script_args, training_args, model_args = parse_trainer_args((SFTScriptArguments, SFTConfig, ModelConfig), argv)
@@ -156,20 +236,21 @@ def main(argv: list[str] | None = None) -> int:
     dataset = lazy_image_dataset(records, script_args.image_root, script_args.dataset_name, COT_FIELDS)
 
     processor = load_processor(model_args.model_name_or_path, revision=model_args.model_revision)
-    model = load_vl_model(model_args)
+    model = load_vl_model(model_args, training_args=training_args)
     collator = CoTCollator(processor, assistant_only_loss=training_args.assistant_only_loss)
     # Our collator applies the mask. TRL reads the flag only while constructing the trainer (to swap in its own
     # training chat template), so it is off for that moment and restored for the saved training arguments.
     training_args.assistant_only_loss = False
 
     resume = resume_checkpoint(training_args)
-    trainer = type("UniferSFTTrainer", (CheckpointWeightsMixin, SFTTrainer), {})(
+    trainer = make_trainer_class()(
         model=model,
         args=training_args,
         train_dataset=dataset,
         data_collator=collator,
         processing_class=processor,
         peft_config=peft_config_from(model_args),
+        loss_weighting=script_args.loss_weighting,
     )
     training_args.assistant_only_loss = collator.assistant_only_loss
     trainer.train(resume_from_checkpoint=resume)
