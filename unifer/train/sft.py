@@ -25,11 +25,10 @@ import torch
 from unifer.data.records import PAPER_IMAGE_ROOT
 from unifer.errors import UniferError, run_cli
 from unifer.data.sets import REPO_ROOT
+from unifer.train.recipes import SFT_RECIPE
 from unifer.train.common import (
     CheckpointWeightsMixin,
-    check_training_inputs,
     is_main_process,
-    lazy_image_dataset,
     load_processor,
     load_vl_model,
     parse_trainer_args,
@@ -38,6 +37,7 @@ from unifer.train.common import (
     save_for_inference,
     setup_logging,
 )
+from unifer.train.preflight import training_records, with_lazy_images
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,13 @@ def _script_arguments_base():
 
 @dataclass
 class SFTScriptArguments(_script_arguments_base()):
-    """The paper's flags: ``--dataset_name`` is the CoT file, ``--image_root`` (alias ``--data_dir``) its images."""
+    """The paper's flags: ``--dataset_name`` is the CoT file, ``--image_root`` (alias ``--data_dir``) its images.
+    The paper's hyperparameters are ``train_unifer/recipes/sft_paper.yaml``, which the parser applies as defaults."""
 
+    recipe: str = field(
+        default=str(SFT_RECIPE),
+        metadata={"help": "YAML recipe whose settings are the defaults (the paper's run); 'none': TRL's defaults"},
+    )
     dataset_name: str | None = field(
         default=str(DEFAULT_DATA), metadata={"help": "CoT training file (JSON array or JSONL)"}
     )
@@ -149,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     apply_paper_settings(script_args, training_args, model_args)
     if script_args.dataset_name is None:
         raise UniferError("--dataset_name (the CoT training file) is required")
-    records = check_training_inputs(model_args.model_name_or_path, script_args.dataset_name, "cot",
-                                    script_args.image_root)
+    records = training_records(model_args.model_name_or_path, script_args.dataset_name, "cot",
+                               script_args.image_root)
     log.info("%d CoT records from %s, images under %s", len(records), script_args.dataset_name,
              script_args.image_root)
-    dataset = lazy_image_dataset(records, script_args.image_root, script_args.dataset_name, COT_FIELDS)
+    dataset = with_lazy_images(records, script_args.image_root, script_args.dataset_name)
 
     processor = load_processor(model_args.model_name_or_path, revision=model_args.model_revision)
     model = load_vl_model(model_args)
