@@ -262,3 +262,28 @@ def test_the_real_server_has_the_reset_endpoints():
 
     paths = {route.path for route in router.routes}
     assert set(vllm_server.RESET_ENDPOINTS) <= paths
+
+
+def test_torchrun_does_not_outlive_a_killed_launcher(tmp_path):
+    """SIGKILL (a test timeout, the OOM killer) cannot be forwarded; the child asked to die with its parent."""
+    pid_file = tmp_path / "pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    code = (f"import os, sys; from pathlib import Path; from unifer.train.launch import run_torchrun; "
+            f"run_torchrun([sys.executable, '-c', {child!r}], Path({str(tmp_path / 'l.log')!r}), dict(os.environ), '')")
+    launcher = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    deadline = time.time() + 120
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    child_pid = int(pid_file.read_text())
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 30
+    while Path(f"/proc/{child_pid}").exists() and time.time() < deadline:
+        if Path(f"/proc/{child_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.2)
+    alive = Path(f"/proc/{child_pid}").exists() and \
+        Path(f"/proc/{child_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    if alive:
+        os.kill(child_pid, signal.SIGKILL)
+    assert not alive

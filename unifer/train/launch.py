@@ -35,7 +35,7 @@ from pathlib import Path
 
 from unifer.data.sets import REPO_ROOT
 from unifer.errors import UniferError
-from unifer.train.processes import Stopped, StopSignals, stop_group, tee
+from unifer.train.processes import Stopped, StopSignals, die_with_parent, stop_group, tee
 from unifer.train.recipes import GRPO_RECIPE, SFT_RECIPE, launch_settings
 
 CONFIGS_DIR = REPO_ROOT / "train_unifer" / "configs"
@@ -253,7 +253,7 @@ def run_torchrun(cmd: list[str], log: Path, env: dict, header: str) -> int:
         sink.write(header.encode())
         sink.flush()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
         pump = tee(proc.stdout, [sys.stdout.buffer, sink])
         try:
             rc = proc.wait()

@@ -1,10 +1,21 @@
 """Child processes of the launcher: stopping a whole process group, Ctrl-C / SIGTERM as an exception, a tee."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child (``preexec_fn``): get SIGTERM when the launcher dies, even by SIGKILL, so that no torchrun or
+    server outlives it (Linux; a no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Stopped(Exception):

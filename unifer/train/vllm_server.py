@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unifer.errors import UniferError
-from unifer.train.processes import stop_group
+from unifer.train.processes import die_with_parent, stop_group
 
 MODES = ("server", "colocate", "none")
 RESET_ENDPOINTS = ("/reset_encoder_cache", "/reset_mm_cache")
@@ -143,7 +143,7 @@ def start(plan: ServerPlan, poll_s: float = 1.0) -> Server:
     plan.log.parent.mkdir(parents=True, exist_ok=True)
     with open(plan.log, "ab") as sink:
         proc = subprocess.Popen(plan.command, env=plan.env, stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
     server = Server(proc, plan)
     t0 = time.monotonic()
     try:
