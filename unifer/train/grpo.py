@@ -6,11 +6,12 @@
 
 Each record ``{image_path, problem, solution}`` becomes one user turn: the record's own 224×224 image, then
 ``problem`` (no system prompt: the paper defines one and never uses it). ``solution`` reaches the rewards.
-Defaults are the paper's run mapped onto TRL 1.16 (``GRPOPaperConfig``; the table and every deliberate
-difference are in ``train_unifer/GRPO_MAPPING.md``). Corrections over the paper's trainer:
+Defaults are the paper's run mapped onto TRL 1.16, the recipe ``train_unifer/recipes/grpo_paper.yaml`` (the table
+and every deliberate difference are in ``train_unifer/GRPO_MAPPING.md``). Corrections over the paper's trainer:
 
-- every prompt of a batch gets its own image (the paper gave all of them the first prompt's image), read from
-  ``--image_root`` (the paper always read ``/dataset``);
+- every prompt of a batch gets its own image, read from ``--image_root`` (the paper always read ``/dataset`` and
+  processed only the first prompt's image, so at more than one prompt per device the processor's image-token
+  expansion raised an IndexError: one prompt per device is the only batch it ran);
 - the image-pad guard (``--image_pad_guard``, on): a vision placeholder token in a completion otherwise kills the
   step with "Image features and image tokens do not match" (see ``grpo_trainer``);
 - ``--max_prompt_length`` rejects an over-long prompt before training instead of cutting it (cutting from the

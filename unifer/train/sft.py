@@ -10,9 +10,11 @@ Loss mask. Faithful (default): the whole conversation is trained except pad and 
 the paper's collator does (system and user text, the vision start/end markers and the chat scaffolding all carry
 loss). Opt-in ``--assistant_only_loss``: only the assistant's response and its closing ``<|im_end|>`` carry loss.
 
-Corrections over the paper's script, both invisible at its batch size of 1: every example's image reaches the
-processor (the paper kept only the last example's image per batch), and images load per batch through the
-shared loader instead of being resolved by string concatenation at start-up.
+Corrections over the paper's script: every example's image reaches the processor (the paper's collator kept one
+image per batch, so at more than one example per device the processor's image-token expansion raised an
+IndexError: its batch size of 1 is the only one it ran), and images load per batch through the shared loader
+instead of being resolved by string concatenation at start-up. Defaults are the recipe
+``train_unifer/recipes/sft_paper.yaml`` (the paper's run; ``train_unifer/SFT_MAPPING.md``).
 """
 from __future__ import annotations
 
