@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo|launch [trainer flags]"),
     "bench": ("unifer.bench.cpu", "measure this repository against the paper's code, side by side"),
     "bench-gpu": ("unifer.bench.gpu", "the GPU benchmark on a model of Qwen2.5-VL-7B's shape"),
+    "bench-gpu-train": ("unifer.bench.gpu_train", "the training GPU check: SFT, GRPO (colocated vLLM), ZeRO-3, "
+                        "float32 inference, on a model of Qwen2.5-VL-7B's shape"),
     "demo": ("unifer.demo.pipeline", "the whole pipeline on a CPU with a tiny model and real photos"),
     "tiny": ("unifer.demo.tiny", "write the tiny random Qwen2.5-VL checkpoint used by tests and the demo"),
 }

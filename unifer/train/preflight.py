@@ -121,8 +121,14 @@ def records_dataset(records: Sequence[dict], fields: Sequence[str]):
 def write_cache(cache_dir: str | os.PathLike, records: Sequence[dict], kind: str, data: str | os.PathLike,
                 image_root: str | os.PathLike) -> Path:
     """Save the checked records for the workers (see the module doc); returns ``cache_dir``."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar
+
     out = Path(cache_dir)
-    records_dataset(records, FIELDS[kind]).save_to_disk(str(out / "records"))
+    disable_progress_bar()  # a bar for a cache of a few seconds is noise in the run's log
+    try:
+        records_dataset(records, FIELDS[kind]).save_to_disk(str(out / "records"))
+    finally:
+        enable_progress_bar()
     manifest = {**_fingerprint(kind, data, image_root), "records": len(records)}
     (out / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
     return out
