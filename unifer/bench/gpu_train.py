@@ -42,6 +42,15 @@ DESCRIPTIONS = {
     "infer-fp32-flash": "inference, float32, batch 1, flash-attention 2 forced",
 }
 BF16_WEIGHTS = ["--dtype", "bfloat16"]
+#: --quick (a CPU check): one micro-batch per optimizer step, 2 completions of 4 tokens
+QUICK_SFT = ["--gradient_accumulation_steps", "1"]
+QUICK_GRPO = ["--num_generations", "2", "--per_device_train_batch_size", "2", "--max_completion_length", "4"]
+
+
+def describe(part: str, args) -> str:
+    if part == "grpo" and args.grpo_rollouts == "none":
+        return "GRPO, 2 steps, transformers rollouts (unifer.train.grpo)"
+    return DESCRIPTIONS[part]
 
 
 def cuda_available() -> bool:
@@ -62,6 +71,8 @@ def part_command(part: str, args, model: Path, cot: Path, rlvr: Path, qa: Path, 
             extra += ["--deepspeed", str(REPO_ROOT / "train_unifer" / "configs" / "zero3.json")]
         if variant == "grpo-colocate":
             extra += ["--vllm_gpu_memory_utilization", str(args.vllm_memory)]
+        if args.quick:
+            extra += QUICK_GRPO if part == "grpo" else QUICK_SFT
         return ["-m", "unifer.bench.train", "--variant", variant, "--model", str(model), "--data",
                 str(rlvr if part == "grpo" else cot), "--steps", "1", "--workdir", str(work / part), "--result",
                 str(result), "--extra", *extra]
@@ -87,19 +98,20 @@ def infer_worker(args) -> int:
     return rc
 
 
-def part_row(part: str, res: dict) -> list:
+def part_row(res: dict) -> list:
+    name = res["description"]
     if "skipped" in res:
-        return [DESCRIPTIONS[part], "skipped: " + res["skipped"], None, None, None]
+        return [name, "skipped: " + res["skipped"], None, None, None]
     if "error" in res:
-        return [DESCRIPTIONS[part], "failed: " + res["error"][:160], None, res.get("process_wall_s"), None]
+        return [name, "failed: " + res["error"][:160], None, res.get("process_wall_s"), None]
     step = res.get("median_step_s") or res.get("first_step_s")
     detail = f"{res['items']} items, {res['error_items']} error items" if "items" in res else \
         f"first step {res.get('first_step_s')} s"
-    return [DESCRIPTIONS[part], "ran", step, res.get("process_wall_s"), detail]
+    return [name, "ran", step, res.get("process_wall_s"), detail]
 
 
 def markdown(report: dict) -> str:
-    rows = [part_row(p, report["parts"][p]) for p in report["parts"]]
+    rows = [part_row(res) for res in report["parts"].values()]
     return (f"### Training GPU check ({report['shape']} shape)\n\n{describe_machine(report['machine'])}\n\n"
             f"Command: `{report['command']}` — {report['total_s']:.0f} s in all.\n\n"
             + markdown_table(["part", "outcome", "step s", "whole process s", "detail"], rows) + "\n")
@@ -113,6 +125,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--grpo-rollouts", choices=("colocate", "none"), default="colocate",
                     help="colocate (vLLM in the training process, the default) or none (transformers)")
     ap.add_argument("--vllm-memory", type=float, default=0.3, help="colocated vLLM's share of GPU memory")
+    ap.add_argument("--quick", action="store_true",
+                    help="smaller steps for a CPU check: 1 accumulation step (SFT), 2 completions of 4 tokens (GRPO)")
     ap.add_argument("--part-timeout-s", type=float, default=300)
     ap.add_argument("--budget-s", type=float, default=540, help="start no part after this (default 540)")
     ap.add_argument("--workdir", default=None, help="checkpoint and scratch files (default: a temporary folder)")
@@ -153,13 +167,14 @@ def run(args: argparse.Namespace) -> int:
             elif time.perf_counter() - t0 > args.budget_s:
                 report["parts"][part] = {"skipped": f"time budget ({args.budget_s:.0f} s) spent"}
             else:
-                print(f"[gpu-train] {DESCRIPTIONS[part]} ...", flush=True)
+                print(f"[gpu-train] {describe(part, args)} ...", flush=True)
                 (work / part).mkdir(exist_ok=True)
                 res = run_worker(part_command(part, args, work / "model", cot, rlvr, qa, work),
                                  work / f"{part}.json", work / f"{part}.log", timeout_s=args.part_timeout_s,
                                  env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
                 print("    " + (f"FAILED: {res['error'][:300]}" if "error" in res else "ran"), flush=True)
                 report["parts"][part] = res
+            report["parts"][part]["description"] = describe(part, args)
         report["total_s"] = round(time.perf_counter() - t0, 1)
         j, m = write_outputs(report, markdown(report), args.out, args.stem or f"gpu_train_{args.shape}")
     print(f"wrote {j} and {m}")
