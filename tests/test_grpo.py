@@ -239,13 +239,16 @@ def test_resume_target_is_checked_before_anything_loads(tmp_path):
 
 
 def test_script_server_flags_parse_with_trl_vllm_serve():
-    """The real server command line (not started on CPU) names flags `trl vllm-serve` knows."""
+    """The real server command line (not started on CPU), built from the recipe, names flags `trl vllm-serve` knows."""
     from trl.scripts.vllm_serve import make_parser
 
-    block = re.search(r"cmd=\(\"\$PYTHON\" -m trl\.scripts\.vllm_serve (.*?)\)\n", SCRIPT.read_text(), re.S).group(1)
-    flags = re.sub(r'"\$\{\w+:-([^}]*)\}"', r"\1", block).replace('"$MODEL_PATH"', "m").replace(
-        '"$VLLM_HOST"', "127.0.0.1").replace('"$VLLM_PORT"', "8000").split()
-    (args,) = make_parser().parse_args_and_config(flags)
+    from unifer.train.recipes import GRPO_RECIPE, launch_settings
+    from unifer.train.vllm_server import serve_command
+
+    cmd = serve_command(Path("m"), "127.0.0.1", 8000, launch_settings(GRPO_RECIPE)["vllm_server"])
+    assert cmd[1:3] == ["-m", "trl.scripts.vllm_serve"]
+    (args,) = make_parser().parse_args_and_config(cmd[3:])
+    assert (args.model, args.host, args.port) == ("m", "127.0.0.1", 8000)
     assert (args.gpu_memory_utilization, args.max_model_len, args.dtype) == (0.8, 5120, "bfloat16")
     assert args.enable_prefix_caching and args.enforce_eager
 

@@ -119,6 +119,7 @@ def worker(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--result", required=True)
     ap.add_argument("--spawn-time", type=float, default=None)
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more trainer flags (last: they win)")
     args = ap.parse_args(argv)
     spawn = args.spawn_time or time.time()
     common = ["--model_name_or_path", args.model, "--dataset_name", args.data, "--image_root", "/",
@@ -128,16 +129,16 @@ def worker(argv: list[str] | None = None) -> int:
     if args.variant == "sft":
         from unifer.train import sft
 
-        rc = sft.main(common + SFT_FLAGS)
+        rc = sft.main(common + SFT_FLAGS + args.extra)
     elif args.variant == "trl-grpo":
-        _plain_trl_grpo(common + GRPO_FLAGS)
+        _plain_trl_grpo(common + GRPO_FLAGS + args.extra)
         rc = 0
     else:
         from unifer.train import grpo
 
         vllm = ["--use_vllm", "true", "--vllm_mode", "colocate", "--vllm_max_model_length", "512"] \
             if args.variant == "grpo-colocate" else []
-        rc = grpo.main(common + GRPO_FLAGS + vllm)
+        rc = grpo.main(common + GRPO_FLAGS + vllm + args.extra)
     if rc:
         return rc
     from unifer.bench.measure import self_peak_rss_mb

@@ -1,4 +1,4 @@
-"""What the SFT and GRPO trainers share: argument parsing that adapts to the machine, up-front data checks, a
+"""What the SFT and GRPO trainers share: argument parsing over the recipe that adapts to the machine, a
 dataset that decodes images lazily, model/processor loading, and saving a checkpoint ready for inference.
 
 The trainers are TRL entry points (``TrlParser`` over script args + the trainer's config + ``ModelConfig``); this
@@ -6,9 +6,7 @@ module only holds the pieces that make the same command line run on a GPU cluste
 
 - ``TrainerArgParser`` fixes the parsed flags *before* the config dataclasses are built, because transformers
   rejects ``bf16=True`` on a CPU-only machine already while constructing ``TrainingArguments``.
-- ``check_images_exist`` stats every image before training starts (230K stats take seconds; a missing image
-  found after hours of training costs the run); the shell faces' pre-flight also decodes every image
-  (``check_images_decode``), so an empty, truncated or non-image file stops the run before it starts.
+- the data checks before training are ``unifer.train.preflight``'s (read and checked once per run);
 - ``lazy_image_dataset`` is a ``datasets.Dataset`` (GRPOTrainer accepts nothing else) whose rows carry the
   record's fields plus a decoded 224×224 image, read through ``unifer.data.images.load_image`` only when a batch asks.
 """
@@ -20,15 +18,11 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from unifer.errors import DataError, UniferError
-from unifer.data.images import ImageLoadError, join_image_path, load_image
+from unifer.errors import UniferError
 from unifer.infer.modeling import check_model_dir, cuda_available, pick_attn_implementation, pick_dtype
+from unifer.train.preflight import records_dataset, with_lazy_images
 
 log = logging.getLogger(__name__)
-
-#: Column added to every lazy dataset row: the record's position in the data file, for error messages.
-RECORD_INDEX = "record_index"
-
 
 # --------------------------------------------------------------------------------------------------- arguments
 def _trl_parser_class():
@@ -104,9 +98,31 @@ def make_parser(dataclass_types: Sequence[type]):
     return TrainerArgParser(tuple(dataclass_types))
 
 
+def default_recipe(dataclass_types: Sequence[type]) -> str | None:
+    """The ``recipe`` field's default of the first dataclass that has one (the script arguments)."""
+    import dataclasses
+
+    for t in dataclass_types:
+        for f in dataclasses.fields(t):
+            if f.name == "recipe":
+                return f.default
+    return None
+
+
 def parse_trainer_args(dataclass_types: Sequence[type], argv: list[str] | None = None):
-    """Parse flags and an optional YAML ``--config``; bad flags and config errors end in one line (exit 2)."""
+    """Parse flags over the recipe's defaults (``--recipe``, see ``unifer.train.recipes``) and an optional YAML
+    ``--config``; bad flags, recipes and config errors end in one line (exit 2)."""
+    import sys
+
+    from unifer.train.recipes import recipe_in_argv, trainer_settings
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser(dataclass_types)
+    recipe = recipe_in_argv(argv, default_recipe(dataclass_types))
+    unknown = parser.set_defaults_with_config(**trainer_settings(recipe))
+    if unknown:
+        names = ", ".join(a[2:] for a in unknown[::2])
+        raise UniferError(f"recipe {recipe}: settings no trainer flag takes: {names}")
     try:
         parsed = parser.parse_args_and_config(argv)
     except (ValueError, OSError) as e:  # YAML/config and TrainingArguments validation errors
@@ -117,79 +133,11 @@ def parse_trainer_args(dataclass_types: Sequence[type], argv: list[str] | None =
 
 
 # -------------------------------------------------------------------------------------------------------- data
-def check_image_root(image_root: str | os.PathLike) -> Path:
-    root = Path(image_root)
-    if not root.is_dir():
-        raise UniferError(f"image root not found (set --image_root / IMAGE_ROOT): {root}")
-    return root
-
-
-def check_images_exist(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike) -> None:
-    """Raise DataError naming the first record whose image file is missing (``unifer.data.records.require_images``),
-    after a training-specific message for a missing root."""
-    from unifer.data.records import require_images
-
-    require_images(data_path, records, check_image_root(image_root))
-
-
-def check_images_decode(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike,
-                        field: str = "image_path", progress: bool = True) -> float:
-    """Decode every distinct image once (threads, as ``data check`` does); raise DataError naming the first record
-    whose image is empty, truncated, not an image or too large. Returns images per second."""
-    import time
-
-    from unifer.data.check import decode_images
-
-    root = Path(image_root)
-    first: dict[str, int] = {}
-    for i, r in enumerate(records):
-        first.setdefault(r[field], i)
-    paths = list(first)
-    start = time.perf_counter()
-    failures = decode_images([join_image_path(root, p) for p in paths], progress=progress,
-                             desc="pre-flight: decoding images")
-    if failures:
-        k = min(failures)  # paths are in order of first use: the lowest k is the earliest record
-        more = f" ({len(failures) - 1} more images do not decode)" if len(failures) > 1 else ""
-        raise DataError(data_path, failures[k] + more, index=first[paths[k]], field=field)
-    return len(paths) / max(time.perf_counter() - start, 1e-9)
-
-
-def check_training_inputs(model_path: str | os.PathLike, data_path: str | os.PathLike, kind: str,
-                          image_root: str | os.PathLike) -> list[dict]:
-    """Everything that can be checked before training: the checkpoint, every record of the data file (``kind``:
-    cot | rlvr) and the existence of every image. Returns the records."""
-    from unifer.data.records import load_records
-
-    check_model_dir(model_path)
-    records = load_records(data_path, kind)
-    if not records:
-        raise DataError(data_path, "no records to train on")
-    check_images_exist(records, image_root, data_path)
-    return records
-
-
 def lazy_image_dataset(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike,
                        fields: Sequence[str], image_column: str = "image", image_field: str = "image_path"):
     """A ``datasets.Dataset`` of ``fields`` + ``record_index``; reading a row adds ``image_column``: the decoded
     224×224 RGB image (PIL). A file that fails to decode raises DataError naming the record."""
-    from datasets import Dataset
-
-    root = Path(image_root)
-    columns = {f: [r[f] for r in records] for f in fields}
-    columns[RECORD_INDEX] = list(range(len(records)))
-    dataset = Dataset.from_dict(columns)
-
-    def add_images(batch: dict) -> dict:
-        images = []
-        for index, image_path in zip(batch[RECORD_INDEX], batch[image_field]):
-            try:
-                images.append(load_image(join_image_path(root, image_path)))
-            except ImageLoadError as e:
-                raise DataError(data_path, str(e), index=index, field=image_field) from None
-        return {**batch, image_column: images}
-
-    return dataset.with_transform(add_images)
+    return with_lazy_images(records_dataset(records, fields), image_root, data_path, image_column, image_field)
 
 
 # ------------------------------------------------------------------------------------------------------ models
@@ -293,34 +241,10 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Pre-flight for the shell faces: ``python -m unifer.train.common --kind cot --model M --data D --image_root R``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m unifer.train.common", description=main.__doc__)
-    ap.add_argument("--kind", required=True, choices=("cot", "rlvr"))
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--image_root", required=True)
-    ap.add_argument("--images", choices=("decode", "exist"), default="decode",
-                    help="decode every image (default: a broken one stops the run now, not hours into training) "
-                         "or only check that each exists (faster, e.g. when resuming)")
-    args = ap.parse_args(argv)
-    records = check_training_inputs(args.model, args.data, args.kind, args.image_root)
-    if args.images == "decode":
-        import sys
-
-        rate = check_images_decode(records, args.image_root, args.data, progress=sys.stderr.isatty())
-        checked = f"every image decodes ({rate:.0f} img/s)"
-    else:
-        checked = "every image present"
-    print(f"pre-flight ok: {len(records)} {args.kind} records, {checked} under {args.image_root}")
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the pre-flight alone, where the shell faces and tests have always called it
     import sys
 
     from unifer.errors import run_cli
+    from unifer.train.preflight import main
 
     sys.exit(run_cli(main))

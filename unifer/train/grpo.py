@@ -6,11 +6,12 @@
 
 Each record ``{image_path, problem, solution}`` becomes one user turn: the record's own 224×224 image, then
 ``problem`` (no system prompt: the paper defines one and never uses it). ``solution`` reaches the rewards.
-Defaults are the paper's run mapped onto TRL 1.16 (``GRPOPaperConfig``; the table and every deliberate
-difference are in ``train_unifer/GRPO_MAPPING.md``). Corrections over the paper's trainer:
+Defaults are the paper's run mapped onto TRL 1.16, the recipe ``train_unifer/recipes/grpo_paper.yaml`` (the table
+and every deliberate difference are in ``train_unifer/GRPO_MAPPING.md``). Corrections over the paper's trainer:
 
-- every prompt of a batch gets its own image (the paper gave all of them the first prompt's image), read from
-  ``--image_root`` (the paper always read ``/dataset``);
+- every prompt of a batch gets its own image, read from ``--image_root`` (the paper always read ``/dataset`` and
+  processed only the first prompt's image, so at more than one prompt per device the processor's image-token
+  expansion raised an IndexError: one prompt per device is the only batch it ran);
 - the image-pad guard (``--image_pad_guard``, on): a vision placeholder token in a completion otherwise kills the
   step with "Image features and image tokens do not match" (see ``grpo_trainer``);
 - ``--max_prompt_length`` rejects an over-long prompt before training instead of cutting it (cutting from the
@@ -32,11 +33,10 @@ from unifer.data.records import PAPER_IMAGE_ROOT
 from unifer.errors import DataError, UniferError, run_cli
 from unifer.data.sets import REPO_ROOT
 from unifer.rewards import DEFAULT_REWARD_FUNCS, resolve_reward_funcs
+from unifer.train.recipes import GRPO_RECIPE
 from unifer.train.common import (
     resume_checkpoint,
-    check_training_inputs,
     is_main_process,
-    lazy_image_dataset,
     load_processor,
     parse_trainer_args,
     peft_config_from,
@@ -44,6 +44,7 @@ from unifer.train.common import (
     setup_logging,
 )
 from unifer.train.grpo_trainer import guarded_generation_kwargs, make_trainer_class
+from unifer.train.preflight import training_records, with_lazy_images
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ DEFAULT_MODEL = REPO_ROOT / "model" / "Qwen2.5-VL-7B-FER-COT-SFT-230K"  # the SF
 DEFAULT_DATA = REPO_ROOT / "data" / "UniFER_RLVR_360K.json"
 DEFAULT_OUTPUT = REPO_ROOT / "model" / "Qwen2.5-VL-7B-FER-GRPO"
 RLVR_FIELDS = ("image_path", "problem", "solution")
-PAPER_MIN_PIXELS, PAPER_MAX_PIXELS = 3136, 501760
-PAPER_MAX_PROMPT_LENGTH = 4096
 
 
 def _base(name: str):
@@ -64,8 +63,12 @@ def _base(name: str):
 @dataclass
 class GRPOScriptArguments(_base("ScriptArguments")):
     """The paper's script flags (``--dataset_name``, ``--data_dir`` alias ``--image_root``, ``--reward_funcs``,
-    ``--min_pixels``/``--max_pixels``) plus ours."""
+    ``--min_pixels``/``--max_pixels``) plus ours. The paper's values are the recipe's, not these defaults."""
 
+    recipe: str = field(
+        default=str(GRPO_RECIPE),
+        metadata={"help": "YAML recipe whose settings are the defaults (the paper's run); 'none': TRL's defaults"},
+    )
     dataset_name: str | None = field(default=str(DEFAULT_DATA), metadata={"help": "RLVR file (JSON array or JSONL)"})
     image_root: str = field(
         default=PAPER_IMAGE_ROOT,
@@ -75,10 +78,10 @@ class GRPOScriptArguments(_base("ScriptArguments")):
         default_factory=lambda: list(DEFAULT_REWARD_FUNCS),
         metadata={"help": "rewards: accuracy, format, accuracy_strict, format_strict, or module:function"},
     )
-    min_pixels: int = field(default=PAPER_MIN_PIXELS, metadata={"help": "image processor's minimum pixels"})
-    max_pixels: int = field(default=PAPER_MAX_PIXELS, metadata={"help": "image processor's maximum pixels"})
+    min_pixels: int | None = field(default=None, metadata={"help": "image processor's minimum pixels"})
+    max_pixels: int | None = field(default=None, metadata={"help": "image processor's maximum pixels"})
     max_prompt_length: int | None = field(
-        default=PAPER_MAX_PROMPT_LENGTH,
+        default=None,
         metadata={"help": "reject (never cut) prompts longer than this many tokens, image tokens included"},
     )
     image_pad_guard: bool = field(
@@ -91,37 +94,23 @@ class GRPOScriptArguments(_base("ScriptArguments")):
 
 @dataclass
 class GRPOPaperConfig(_base("GRPOConfig")):
-    """GRPOConfig whose defaults are the paper's run (run_grpo_vllm.sh + its trainer), where TRL 1.16's differ.
-
-    Batch: TRL counts COMPLETIONS per device, the paper counted PROMPTS (1 prompt × 8 generations): 8 here."""
+    """GRPOConfig with checkpoints going into the repository by default. The paper's hyperparameters are not
+    restated here: they are ``train_unifer/recipes/grpo_paper.yaml``, which the parser applies as defaults."""
 
     output_dir: str | None = field(default=str(DEFAULT_OUTPUT), metadata={"help": "where checkpoints go"})
-    loss_type: str = field(default="grpo", metadata={"help": "'grpo': per-sequence token mean (the paper's)"})
-    beta: float = field(default=0.04, metadata={"help": "KL coefficient (the paper's 0.04)"})
-    max_completion_length: int | None = field(default=1024, metadata={"help": "max completion tokens"})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "COMPLETIONS per device and step"})
-    gradient_accumulation_steps: int = field(default=4, metadata={"help": "steps per optimizer update"})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "learning-rate schedule"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    logging_steps: float = field(default=2, metadata={"help": "log every N steps"})
-    save_steps: float = field(default=1000, metadata={"help": "checkpoint every N steps"})
-    save_total_limit: int | None = field(default=3, metadata={"help": "checkpoints kept"})
-    save_only_model: bool = field(default=True, metadata={"help": "checkpoints hold the model only"})
-    max_grad_norm: float = field(default=5.0, metadata={"help": "gradient clipping"})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "epochs"})
-    vllm_importance_sampling_correction: bool = field(
-        default=False, metadata={"help": "TRL's vLLM/trainer mismatch correction (the paper has none)"}
-    )
-    use_bias_correction_kl: bool = field(
-        default=False, metadata={"help": "weight the KL term by the importance ratio (the paper does not)"}
-    )
 
 
 # ------------------------------------------------------------------------------------------------------ data
 def load_grpo_processor(model_path, revision, min_pixels: int, max_pixels: int):
-    """The checkpoint's processor with the paper's pixel bounds (no-ops for 224×224 images, kept for fidelity)."""
+    """The checkpoint's processor with the recipe's pixel bounds (the paper's are no-ops for 224×224 images, kept
+    for fidelity); None keeps the processor's own bound."""
     processor = load_processor(model_path, revision=revision)
-    processor.image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    size = dict(processor.image_processor.size or {})
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+    processor.image_processor.size = size
     processor.tokenizer.padding_side = "left"  # as GRPOTrainer's own loading does
     return processor
 
@@ -163,9 +152,11 @@ def check_prompt_lengths(records: list[dict], processor, max_prompt_length: int 
                                        "tokens: raise the limit or shorten the problem", index=i, field="problem")
 
 
-def build_dataset(records: list[dict], image_root, data_path):
-    rows = [{**{f: r[f] for f in RLVR_FIELDS}, "prompt": build_prompt(r["problem"])} for r in records]
-    return lazy_image_dataset(rows, image_root, data_path, (*RLVR_FIELDS, "prompt"))
+def build_dataset(records, image_root, data_path):
+    """The checked records (a Dataset, ``unifer.train.preflight.training_records``) with each row's prompt and
+    its own image added when read."""
+    return with_lazy_images(records, image_root, data_path,
+                            extra=lambda batch: {"prompt": [build_prompt(p) for p in batch["problem"]]})
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -199,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = str(DEFAULT_MODEL)
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
-    records = check_training_inputs(model_args.model_name_or_path, script_args.dataset_name, "rlvr",
-                                    script_args.image_root)
+    records = training_records(model_args.model_name_or_path, script_args.dataset_name, "rlvr",
+                               script_args.image_root)
     processor = load_grpo_processor(model_args.model_name_or_path, model_args.model_revision,
                                     script_args.min_pixels, script_args.max_pixels)
-    check_prompt_lengths(records, processor, script_args.max_prompt_length, script_args.dataset_name)
+    check_prompt_lengths([{"problem": p} for p in records["problem"]], processor, script_args.max_prompt_length,
+                         script_args.dataset_name)
     apply_settings(script_args, training_args, model_args, processor)
     resume = resume_checkpoint(training_args)
     log.info("%d RLVR records from %s, images under %s; rewards %s", len(records), script_args.dataset_name,

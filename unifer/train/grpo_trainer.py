@@ -14,13 +14,14 @@ colocated vLLM that really follows the policy.
   weights and drops the originals, so that push fails; on CPU we use vLLM's layer-wise reload (and repack the LM
   head, which shares the embedding weight). Everywhere, vLLM's vision-encoder cache is cleared after each push:
   features it cached for an image under the old weights would otherwise be reused.
+- Server-mode vLLM. TRL resets only the server's prefix cache after a push; we also reset its encoder and
+  multimodal caches (``unifer.train.vllm_server.reset_vision_caches``), as the colocated path does in-process.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def make_trainer_class():
     from trl import GRPOTrainer
 
     from unifer.train.common import CheckpointWeightsMixin
+    from unifer.train.vllm_server import keep_server_vllm_in_sync
 
     class UniferGRPOTrainer(CheckpointWeightsMixin, GRPOTrainer):
         """GRPOTrainer + the image-pad cut + the image trace + correct resumption + colocated vLLM sync."""
@@ -121,6 +123,8 @@ def make_trainer_class():
             super().__init__(*args, **kwargs)
             if self.use_vllm and self.args.vllm_mode == "colocate":
                 keep_colocated_vllm_in_sync(self.vllm_generation)
+            elif self.use_vllm and self.args.vllm_mode == "server":
+                keep_server_vllm_in_sync(self.vllm_generation, self.accelerator.is_main_process)
             self.banned_ids = set(placeholder_token_ids(self.processing_class)) if image_pad_guard else set()
             self.trace_path = trace_images
             self._trace_paths: list[str] = []

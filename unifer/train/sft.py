@@ -20,9 +20,11 @@ more. Stock TRL 1.16 applies that only to models that accept loss kwargs; transf
 accepting them (``accepts_loss_kwargs = False``), so unmodified SFTTrainer averages each micro-batch's tokens,
 then the micro-batches: the same as ``sample`` at the paper's per-device batch 1, in between the two at larger ones.
 
-Corrections over the paper's script, both invisible at its batch size of 1: every example's image reaches the
-processor (the paper kept only the last example's image per batch), and images load per batch through the
-shared loader instead of being resolved by string concatenation at start-up.
+Corrections over the paper's script: every example's image reaches the processor (the paper's collator kept one
+image per batch, so at more than one example per device the processor's image-token expansion raised an
+IndexError: its batch size of 1 is the only one it ran), and images load per batch through the shared loader
+instead of being resolved by string concatenation at start-up. Defaults are the recipe
+``train_unifer/recipes/sft_paper.yaml`` (the paper's run; ``train_unifer/SFT_MAPPING.md``).
 """
 from __future__ import annotations
 
@@ -35,11 +37,10 @@ import torch
 from unifer.data.records import PAPER_IMAGE_ROOT
 from unifer.errors import UniferError, run_cli
 from unifer.data.sets import REPO_ROOT
+from unifer.train.recipes import SFT_RECIPE
 from unifer.train.common import (
     CheckpointWeightsMixin,
-    check_training_inputs,
     is_main_process,
-    lazy_image_dataset,
     load_processor,
     load_vl_model,
     parse_trainer_args,
@@ -48,6 +49,7 @@ from unifer.train.common import (
     save_for_inference,
     setup_logging,
 )
+from unifer.train.preflight import training_records, with_lazy_images
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,13 @@ def _script_arguments_base():
 
 @dataclass
 class SFTScriptArguments(_script_arguments_base()):
-    """The paper's flags: ``--dataset_name`` is the CoT file, ``--image_root`` (alias ``--data_dir``) its images."""
+    """The paper's flags: ``--dataset_name`` is the CoT file, ``--image_root`` (alias ``--data_dir``) its images.
+    The paper's hyperparameters are ``train_unifer/recipes/sft_paper.yaml``, which the parser applies as defaults."""
 
+    recipe: str = field(
+        default=str(SFT_RECIPE),
+        metadata={"help": "YAML recipe whose settings are the defaults (the paper's run); 'none': TRL's defaults"},
+    )
     dataset_name: str | None = field(
         default=str(DEFAULT_DATA), metadata={"help": "CoT training file (JSON array or JSONL)"}
     )
@@ -229,11 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     apply_paper_settings(script_args, training_args, model_args)
     if script_args.dataset_name is None:
         raise UniferError("--dataset_name (the CoT training file) is required")
-    records = check_training_inputs(model_args.model_name_or_path, script_args.dataset_name, "cot",
-                                    script_args.image_root)
+    records = training_records(model_args.model_name_or_path, script_args.dataset_name, "cot",
+                               script_args.image_root)
     log.info("%d CoT records from %s, images under %s", len(records), script_args.dataset_name,
              script_args.image_root)
-    dataset = lazy_image_dataset(records, script_args.image_root, script_args.dataset_name, COT_FIELDS)
+    dataset = with_lazy_images(records, script_args.image_root, script_args.dataset_name)
 
     processor = load_processor(model_args.model_name_or_path, revision=model_args.model_revision)
     model = load_vl_model(model_args, training_args=training_args)
