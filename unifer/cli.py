@@ -20,11 +20,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("unifer.data.check", "check a CoT / RLVR / QA / results file: records, labels, duplicates, images"),
     "infer": ("unifer.infer.runner", "answer a FERBench set with a model (resumable, batched, sharded)"),
     "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
+    "leaderboard": ("unifer.scoring.leaderboard", "every scored run in one table (Markdown, CSV) and two figures"),
+    "presets": ("unifer.infer.presets", "list the known models (presets): engine, model, run, what was run here"),
     "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo [trainer flags]"),
     "bench": ("unifer.bench.cpu", "measure this repository against the paper's code, side by side"),
     "bench-gpu": ("unifer.bench.gpu", "the GPU benchmark on a model of Qwen2.5-VL-7B's shape"),
     "demo": ("unifer.demo.pipeline", "the whole pipeline on a CPU with a tiny model and real photos"),
-    "tiny": ("unifer.demo.tiny", "write the tiny random Qwen2.5-VL checkpoint used by tests and the demo"),
+    "tiny": ("unifer.demo.tiny", "write a tiny random checkpoint (Qwen2.5-VL; --family qwen3-vl|llava-onevision)"),
 }
 
 

@@ -159,15 +159,26 @@ def checkpoint_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+FAMILIES = ("qwen2.5-vl", "qwen3-vl", "llava-onevision")
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", required=True, help="directory to write the checkpoint into")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--family", choices=FAMILIES, default="qwen2.5-vl",
+                    help="which architecture (default qwen2.5-vl; the others: unifer.demo.tiny_families)")
 
 
 def run(args: argparse.Namespace) -> int:
-    out = build_tiny_model(args.out, seed=args.seed)
+    family = getattr(args, "family", "qwen2.5-vl")
+    if family == "qwen2.5-vl":
+        out = build_tiny_model(args.out, seed=args.seed)
+    else:
+        from unifer.demo.tiny_families import BUILDERS
+
+        out = BUILDERS[family](args.out, seed=args.seed)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"tiny Qwen2.5-VL written to {out} ({size / 1e6:.1f} MB, seed {args.seed})")
+    print(f"tiny {family} written to {out} ({size / 1e6:.1f} MB, seed {args.seed})")
     return 0
 
 
