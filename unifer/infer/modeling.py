@@ -35,7 +35,7 @@ def _config_problem(cfg: dict) -> str | None:
         return "has no model_type"
     for key in ("vision_config", "text_config"):
         if key in cfg and not isinstance(cfg[key], (dict, type(None))):
-            return f"field {key!r} is a {type(cfg[key]).__name__}, not an object"
+            return f"has {key!r} as a {type(cfg[key]).__name__}, not an object"
     return None
 
 
@@ -109,7 +109,7 @@ def check_model_dir(path: str | os.PathLike, what: str = "model",
     if model_types is None:
         problem = _config_problem(cfg)
         if problem:
-            raise UniferError(f"{what} config is broken: it {problem}: {cfg_file}")
+            raise UniferError(f"{what} config is broken (it {problem}): {cfg_file}")
         if not is_vision_language(cfg):
             kind = "a vision model that writes no text" if _has_vision_tower(cfg) else "a text-only model"
             raise UniferError(f"{what} at {p} is {kind} (model_type {mt!r}); FERBench needs a vision-language "

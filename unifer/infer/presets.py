@@ -9,6 +9,7 @@ and request/engine defaults; a flag given on the command line wins over it.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,10 +90,11 @@ def default_run_name(model: str | Path, preset: Preset | None = None) -> str:
     return run_name(name)
 
 
-def find_preset(name: str | None) -> Preset | None:
+def find_preset(name: str | None, path: str | os.PathLike | None = None) -> Preset | None:
+    """The preset ``name`` in ``path`` (default: the package's presets.yaml), or None."""
     if not name:
         return None
-    return load_presets().get(name)
+    return load_presets(Path(path) if path else PRESETS_FILE).get(name)
 
 
 def preset_table(presets: dict[str, Preset]) -> str:
