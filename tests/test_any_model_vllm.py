@@ -17,11 +17,11 @@ pytest.importorskip("vllm")
 TOKENS = 24
 
 
-def _qa(path: Path, images, prompts) -> Path:
+def _qa(path: Path, images, prefixes) -> Path:
     records = []
-    for n, (image, prompt) in enumerate(zip(images, prompts)):
+    for n, (image, prefix) in enumerate(zip(images, prefixes)):
         s = get_set(("rafdb", "ferplus")[n % 2])
-        records.append({"image_path": str(image), "true_label": s.labels[0], "prompt": prompt or s.prompt,
+        records.append({"image_path": str(image), "true_label": s.labels[0], "prompt": prefix + s.prompt,
                         "candidate_labels": list(s.labels)})
     path.write_text(json.dumps(records), encoding="utf-8")
     return path
@@ -39,10 +39,9 @@ def test_vllm_answers_a_tiny_qwen3_vl_like_hf_and_an_over_long_prompt_is_an_erro
     from unifer.demo.tiny_families import build_tiny_qwen3_vl
 
     model = build_tiny_qwen3_vl(tmp_path / "tiny-qwen3-vl", seed=0)
-    long_prompt = "Describe the face in great detail. " * 150 + get_set("rafdb").prompt  # ~1,200 tokens
+    long_prefix = "Describe the face in great detail. " * 150  # ~1,200 tokens
     images = [p.path for p in photos[:3]] + [photos[3].path] + [p.path for p in photos[-3:]]
-    prompts = [None, None, None, long_prompt, None, None, None]
-    qa = _qa(tmp_path / "qa.json", images, prompts)
+    qa = _qa(tmp_path / "qa.json", images, ["", "", "", long_prefix, "", "", ""])
 
     vllm = _answers("vllm", model, qa, tmp_path / "vllm.json", "--batch-size", 4, "--max-model-len", 512)
     hf = _answers("hf", model, qa, tmp_path / "hf.json", "--batch-size", 4)

@@ -8,6 +8,7 @@ Three sections, each optional (``--sections``):
   and each one's ratio to the paper's loop.
 - training: SFT and GRPO step times on the tiny model (``unifer.bench.train``).
 - scoring: the 11,072-item FERBench scored end to end (``unifer.bench.scoring``).
+- families (opt-in): hf and vllm on each model family's tiny checkpoint, side by side (``unifer.bench.families``).
 
 Writes ``bench.json`` (everything, responses included) and ``bench.md`` (the tables) into ``--out``. CPU
 machines are noisy: compare the ratios measured in one run, not absolute times across runs.
@@ -28,7 +29,8 @@ from unifer.data.sets import REPO_ROOT
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "tiny-qwen2.5-vl"
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"
-SECTIONS = ("inference", "training", "scoring")
+SECTIONS = ("inference", "training", "scoring", "families")
+DEFAULT_SECTIONS = ["inference", "training", "scoring"]
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
               "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
 
@@ -159,6 +161,10 @@ def build_markdown(report: dict) -> str:
         from unifer.bench.scoring import scoring_markdown
 
         parts.append(scoring_markdown(report["scoring"]))
+    if "families" in report:
+        from unifer.bench.families import families_markdown
+
+        parts.append(families_markdown(report["families"]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -186,8 +192,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default bench/results)")
     ap.add_argument("--stem", default="bench", help="file names: <stem>.json and <stem>.md (default bench)")
     ap.add_argument("--model", default=None, help="Qwen2.5-VL checkpoint (default: the tiny model, built if absent)")
-    ap.add_argument("--sections", type=_name_list(SECTIONS), default=list(SECTIONS),
-                    help="comma-separated: inference,training,scoring (default all)")
+    ap.add_argument("--sections", type=_name_list(SECTIONS), default=list(DEFAULT_SECTIONS),
+                    help="comma-separated: inference,training,scoring,families (default the first three)")
+    ap.add_argument("--families", type=_name_list(("qwen2.5-vl", "qwen3-vl", "llava-onevision")),
+                    default=["qwen2.5-vl", "qwen3-vl", "llava-onevision"],
+                    help="families section: tiny checkpoints to compare (default all three)")
     ap.add_argument("--items", type=int, default=64, help="inference items (default 64)")
     ap.add_argument("--batch1-items", type=int, default=None,
                     help="answer only the first N items in the one-at-a-time variants (default: all); the paper "
@@ -226,6 +235,10 @@ def run(args: argparse.Namespace) -> int:
             from unifer.bench.scoring import run_scoring
 
             report["scoring"] = run_scoring(workdir / "scoring")
+        if "families" in args.sections:
+            from unifer.bench.families import run_families
+
+            report["families"] = run_families(args, workdir / "families", WORKER_ENV)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     md = build_markdown(report)
