@@ -22,9 +22,8 @@ from unifer.infer.modeling import cuda_available, pick_attn_implementation, pick
 def load_processor(model_dir, trust_remote_code: bool = False):
     from transformers import AutoProcessor
 
-    if trust_remote_code:
-        return AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=True)
-    return AutoProcessor.from_pretrained(str(model_dir))
+    remote = {"trust_remote_code": True} if trust_remote_code else {}  # only when the user passed the flag
+    return AutoProcessor.from_pretrained(str(model_dir), **remote)
 
 
 class PenaltyIgnoringLeftPadding:
