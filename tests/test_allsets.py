@@ -2,6 +2,7 @@
 stream over the four sets, per-set results byte-identical to the four per-set scripts', resume per set."""
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from unifer.data.sets import REPO_ROOT, SET_KEYS, get_set
-from unifer.infer import allsets, engines
+from unifer.infer import allsets, hf_engine
 from unifer.infer.runner import main as infer_main
 
 TOKENS = 12
@@ -41,8 +42,8 @@ def qa_dir(photos, tmp_path_factory) -> Path:
 
 
 def _flags(model, *extra):
-    return ["--model", str(model), "--image-root", "/", "--max-new-tokens", str(TOKENS), "--dtype", "float32",
-            *map(str, extra)]
+    return ["--model", str(model), "--run", "unifer_7b", "--image-root", "/", "--max-new-tokens", str(TOKENS),
+            "--dtype", "float32", *map(str, extra)]
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +63,14 @@ def per_set(tiny_model, qa_dir, tmp_path_factory) -> dict[str, bytes]:
 def test_one_process_writes_the_per_set_scripts_bytes_with_one_model_load(tiny_model, qa_dir, per_set, tmp_path,
                                                                           monkeypatch, capsys):
     loads = []
-    real = engines.HFEngine.__init__
+    real = hf_engine.HFEngine.__init__
 
+    @functools.wraps(real)  # make_engine reads the signature to choose the options it passes
     def counted(self, *a, **kw):
         loads.append(1)
         real(self, *a, **kw)
 
-    monkeypatch.setattr(engines.HFEngine, "__init__", counted)
+    monkeypatch.setattr(hf_engine.HFEngine, "__init__", counted)
     assert allsets.main(_flags(tiny_model, "--batch-size", 3, "--qa-dir", qa_dir, "--results-dir", tmp_path)) == 0
     assert len(loads) == 1
     for key in SET_KEYS:
@@ -79,23 +81,27 @@ def test_one_process_writes_the_per_set_scripts_bytes_with_one_model_load(tiny_m
     assert "4 sets, one model load" in capsys.readouterr().out
 
 
+class EngineDeadError(RuntimeError):
+    """Named as vLLM's: an engine failure (unifer.infer.engines.is_engine_failure), not one item's."""
+
+
 def test_a_run_that_dies_midway_resumes_every_set_to_the_same_bytes(tiny_model, qa_dir, per_set, tmp_path,
                                                                     monkeypatch):
     calls = {"n": 0}
-    real = engines.HFEngine.generate
+    real = hf_engine.HFEngine.generate
 
     def dying(self, images, prompts):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise RuntimeError("worker died")  # an engine failure: the run stops, what finished is kept
+            raise EngineDeadError("worker died")  # an engine failure: the run stops, what finished is kept
         return real(self, images, prompts)
 
-    monkeypatch.setattr(engines.HFEngine, "generate", dying)
-    with pytest.raises(RuntimeError, match="worker died"):
+    monkeypatch.setattr(hf_engine.HFEngine, "generate", dying)
+    with pytest.raises(EngineDeadError, match="worker died"):
         allsets.main(_flags(tiny_model, "--batch-size", 2, "--qa-dir", qa_dir, "--results-dir", tmp_path))
     kept = {p.name: p.read_text().count('"index"') for p in tmp_path.glob("*.progress.jsonl")}
     assert sum(kept.values()) >= 6, kept  # three batches of two were recorded before the failure
-    monkeypatch.setattr(engines.HFEngine, "generate", real)
+    monkeypatch.setattr(hf_engine.HFEngine, "generate", real)
     assert allsets.main(_flags(tiny_model, "--batch-size", 2, "--qa-dir", qa_dir, "--results-dir", tmp_path)) == 0
     for key in SET_KEYS:
         assert (tmp_path / get_set(key).default_results_path().name).read_bytes() == per_set[key], key

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import unifer.infer.engines as engines
+import unifer.infer.hf_engine as hf_engine
 import unifer.infer.modeling as modeling
 import unifer.train.common as common
 from unifer.infer.modeling import pick_attn_implementation
@@ -21,7 +22,7 @@ def gpu_with_flash_attn(monkeypatch):
     """A CUDA machine with flash-attn installed, as far as the rule and its callers can tell."""
     monkeypatch.setattr(modeling, "cuda_available", lambda: True)
     monkeypatch.setattr(modeling, "flash_attn_available", lambda: True)
-    monkeypatch.setattr(engines, "cuda_available", lambda: True)
+    monkeypatch.setattr(hf_engine, "cuda_available", lambda: True)
     monkeypatch.setattr(common, "cuda_available", lambda: True)
 
 
@@ -101,7 +102,7 @@ def test_float32_loads_with_sdpa_where_flash_attn_would_be_chosen(gpu_with_flash
     from trl import ModelConfig
 
     settings = engines.generation_settings(tiny_model, max_new_tokens=4)
-    engine = engines.HFEngine(tiny_model, settings, dtype="float32", attn="auto")
+    engine = hf_engine.HFEngine(tiny_model, settings, dtype="float32", attn="auto")
     assert engine.model.config._attn_implementation == "sdpa" and engine.model.dtype == torch.float32
     model_args = ModelConfig(model_name_or_path=str(tiny_model), dtype="float32", attn_implementation="auto")
     model = common.load_vl_model(model_args, training_args=SimpleNamespace(bf16=False, fp16=False))

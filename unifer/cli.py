@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("unifer.data.check", "check a CoT / RLVR / QA / results file: records, labels, duplicates, images"),
     "infer": ("unifer.infer.runner", "answer a FERBench set with a model (resumable, batched, sharded)"),
     "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
+    "leaderboard": ("unifer.scoring.leaderboard", "every scored run in one table (Markdown, CSV) and two figures"),
+    "presets": ("unifer.infer.presets", "list the known models (presets): engine, model, run, what was run here"),
     "report": ("unifer.report.cli", "an offline HTML report of a run: tables, confusion matrices, every response"),
     "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo|launch [trainer flags]"),
     "predict": ("unifer.predict.cli", "the faces of your own photographs: detect, ask each the FERBench question"),
@@ -30,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "float32 inference, on a model of Qwen2.5-VL-7B's shape"),
     "bench-detectors": ("unifer.bench.detectors", "the face detectors shipped in PyPI packages, on real photographs"),
     "demo": ("unifer.demo.pipeline", "the whole pipeline on a CPU with a tiny model and real photos"),
-    "tiny": ("unifer.demo.tiny", "write the tiny random Qwen2.5-VL checkpoint used by tests and the demo"),
+    "tiny": ("unifer.demo.tiny_cli", "write a tiny random checkpoint (Qwen2.5-VL; --family qwen3-vl|llava-onevision)"),
 }
 
 

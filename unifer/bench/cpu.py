@@ -1,6 +1,6 @@
 """Side-by-side speed of this repository and the paper's code: ``python -m unifer bench --out bench/results``.
 
-Five sections, each optional (``--sections``):
+Six sections, each optional (``--sections``):
 
 - inference: the same items, the same model, the same number of new tokens, answered by the paper's loop
   restated (float32, one item at a time, ``generate``), our ``hf`` engine at several batch sizes and our ``vllm``
@@ -11,6 +11,7 @@ Five sections, each optional (``--sections``):
 - scoring: the 11,072-item FERBench scored end to end (``unifer.bench.scoring``).
 - openai (not in the default run: it starts a vLLM server): the openai engine against a local vLLM
   OpenAI-compatible server at ``--openai-concurrency`` 1 and 8, side by side (``unifer.bench.openai_api``).
+- families (opt-in): hf and vllm on each model family's tiny checkpoint, side by side (``unifer.bench.families``).
 
 Writes ``bench.json`` (everything, responses included) and ``bench.md`` (the tables) into ``--out``. CPU
 machines are noisy: compare the ratios measured in one run, not absolute times across runs.
@@ -30,7 +31,7 @@ from unifer.data.sets import REPO_ROOT
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "tiny-qwen2.5-vl"
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"
-SECTIONS = ("inference", "onecommand", "training", "scoring", "openai")
+SECTIONS = ("inference", "onecommand", "training", "scoring", "openai", "families")
 DEFAULT_SECTIONS = ("inference", "onecommand", "training", "scoring")
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
               "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
@@ -199,6 +200,10 @@ def build_markdown(report: dict) -> str:
         from unifer.bench.openai_api import openai_markdown
 
         parts.append(openai_markdown(report["openai"]))
+    if "families" in report:
+        from unifer.bench.families import families_markdown
+
+        parts.append(families_markdown(report["families"]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -227,7 +232,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--stem", default="bench", help="file names: <stem>.json and <stem>.md (default bench)")
     ap.add_argument("--model", default=None, help="Qwen2.5-VL checkpoint (default: the tiny model, built if absent)")
     ap.add_argument("--sections", type=name_list(SECTIONS), default=list(DEFAULT_SECTIONS),
-                    help="comma-separated: inference,onecommand,training,scoring,openai (default: all but openai)")
+                    help="comma-separated: inference,onecommand,training,scoring,openai,families (default: the "
+                         "first four)")
+    ap.add_argument("--families", type=name_list(("qwen2.5-vl", "qwen3-vl", "llava-onevision")),
+                    default=["qwen2.5-vl", "qwen3-vl", "llava-onevision"],
+                    help="families section: tiny checkpoints to compare (default all three)")
     ap.add_argument("--items", type=int, default=64, help="inference items (default 64)")
     ap.add_argument("--batch1-items", type=int, default=None,
                     help="answer only the first N items in the one-at-a-time variants (default: all); the paper "
@@ -280,6 +289,10 @@ def run(args: argparse.Namespace) -> int:
             from unifer.bench.openai_api import run_openai
 
             report["openai"] = run_openai(args, model, workdir / "openai")
+        if "families" in args.sections:
+            from unifer.bench.families import run_families
+
+            report["families"] = run_families(args, workdir / "families", WORKER_ENV)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     md = build_markdown(report)

@@ -45,7 +45,7 @@ def run_onecommand(args, model: Path, workdir: Path, items_path: Path, env: dict
     full_env = dict(os.environ, **env)
     rows = []
     for engine in engines:
-        flags = ["--model", str(model), "--image-root", "/", "--engine", engine, "--max-new-tokens",
+        flags = ["--model", str(model), "--run", "bench", "--image-root", "/", "--engine", engine, "--max-new-tokens",
                  str(args.max_new_tokens), "--batch-size", str(max(args.batch_sizes)), "--overwrite"]
         one_dir, four_dir = workdir / f"{engine}_one", workdir / f"{engine}_four"
         print(f"[one command] {engine}: four sets in one process ...", flush=True)
@@ -60,7 +60,7 @@ def run_onecommand(args, model: Path, workdir: Path, items_path: Path, env: dict
         for key, s in SETS.items():
             sec, rc = _timed([sys.executable, str(REPO_ROOT / f"eval_{key}/code/infer_unifer.py"), *flags,
                               "--input", str(qa_dir / s.qa_filename), "--output",
-                              str(four_dir / s.default_results_path().name)],
+                              str(four_dir / s.default_results_path("bench").name)],
                              workdir / f"{engine}_four.log", full_env, args.timeout)
             four_s += sec
             if rc:
@@ -68,8 +68,8 @@ def run_onecommand(args, model: Path, workdir: Path, items_path: Path, env: dict
         if rc:
             rows.append({"engine": engine, "error": f"per-set run failed (exit {rc}), see {engine}_four.log"})
             continue
-        same = all((one_dir / s.default_results_path().name).read_bytes()
-                   == (four_dir / s.default_results_path().name).read_bytes() for s in SETS.values())
+        same = all((one_dir / s.default_results_path("bench").name).read_bytes()
+                   == (four_dir / s.default_results_path("bench").name).read_bytes() for s in SETS.values())
         rows.append({"engine": engine, "one_process_s": round(one_s, 2), "four_processes_s": round(four_s, 2),
                      "speedup": round(four_s / one_s, 2), "byte_identical": same})
     return {"items": sum(counts.values()), "per_set": counts, "rows": rows}

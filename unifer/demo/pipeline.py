@@ -152,12 +152,12 @@ class Demo:
 
         res_dir = self.work / "results" / tag
         engine = "hf" if self.fast or tag != "grpo" else "vllm"
-        results = {key: res_dir / s.default_results_path().name for key, s in SETS.items()}
+        results = {key: res_dir / s.default_results_path(tag).name for key, s in SETS.items()}
         if all(r.is_file() for r in results.values()):
             self.say(f"{tag} answers: reusing {res_dir}")
         else:
             self.face(f"infer_{tag}", REPO_ROOT / "eval_total" / "code" / "infer_unifer.py", [
-                "--model", model, "--qa-dir", data["qa_dir"], "--results-dir", res_dir, "--image-root",
+                "--model", model, "--run", tag, "--qa-dir", data["qa_dir"], "--results-dir", res_dir, "--image-root",
                 data["raw"], "--engine", engine, "--batch-size", "8", "--max-new-tokens", self.max_new_tokens],
                 infer_all_cli)
         for key, s in SETS.items():
@@ -171,7 +171,7 @@ class Demo:
                   for a in (flag, results[key])],
                 "--output", res_dir / f"total_metrics_{protocol}.json", "--protocol", protocol,
                 *self._figs_flags(tag)], total_main)
-        return self._summarise(res_dir)
+        return self._summarise(res_dir, tag)
 
     def curves(self, sft_model: Path, grpo_model: Path) -> list[Path]:
         """SFT loss and GRPO reward per step, from the trainers' ``trainer_state.json``."""
@@ -193,7 +193,7 @@ class Demo:
             return ["--no-figs"]
         return ["--figs-dir", str(self.figs) if self.figs is not None else ""]
 
-    def _summarise(self, res_dir: Path) -> dict:
+    def _summarise(self, res_dir: Path, tag: str) -> dict:
         out = {}
         for key in [*SETS, "total"]:
             row = {}
@@ -201,7 +201,7 @@ class Demo:
                 m = json.loads((res_dir / f"{key}_metrics_{protocol}.json").read_text())
                 row[protocol] = m["overall"]["accuracy"]
             if key != "total":
-                recs = json.loads((res_dir / SETS[key].default_results_path().name).read_text())
+                recs = json.loads((res_dir / SETS[key].default_results_path(tag).name).read_text())
                 row["answer_tag"] = sum(bool(ANSWER_RE.search(r["model_response"])) for r in recs) / len(recs)
             out[key] = row
         out["total"]["answer_tag"] = sum(out[k]["answer_tag"] for k in SETS) / len(SETS)
@@ -258,8 +258,10 @@ def run(args: argparse.Namespace) -> int:
     from unifer.report.build import write_report
 
     res = work / "results"
-    report = write_report({k: res / "grpo" / f"{k}_results.json" for k in SETS}, work / "report", data["raw"],
-                          compare={k: res / "sft" / f"{k}_results.json" for k in SETS}, names=("GRPO", "SFT"),
+    report = write_report({k: res / "grpo" / s.default_results_path("grpo").name for k, s in SETS.items()},
+                          work / "report", data["raw"],
+                          compare={k: res / "sft" / s.default_results_path("sft").name for k, s in SETS.items()},
+                          names=("GRPO", "SFT"),
                           title="UniFER demo: what the GRPO model said (compared with the SFT model)")
     print(f"\nReport of the GRPO model (every response, beside the SFT model's): {report['index']}")
     demo.say(f"done; summary in {work / 'summary.md'}, logs in {demo.log_dir}")

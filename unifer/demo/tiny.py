@@ -9,7 +9,6 @@ dropped). The chat template is Qwen2.5-VL's. Deterministic for a seed; about 40 
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import tempfile
@@ -156,15 +155,3 @@ def checkpoint_digest(path: str | Path) -> str:
     for f in sorted(Path(path).glob("*.safetensors")):
         h.update(f.read_bytes())
     return h.hexdigest()
-
-
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--out", required=True, help="directory to write the checkpoint into")
-    ap.add_argument("--seed", type=int, default=0)
-
-
-def run(args: argparse.Namespace) -> int:
-    out = build_tiny_model(args.out, seed=args.seed)
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"tiny Qwen2.5-VL written to {out} ({size / 1e6:.1f} MB, seed {args.seed})")
-    return 0

@@ -11,18 +11,23 @@ from pathlib import Path
 
 from unifer.data.sets import SET_KEYS, get_set, resolve_path
 from unifer.errors import UniferError, run_cli
+from unifer.infer.plan import resolve_run
 from unifer.infer.runner import add_arguments as add_inference_arguments
-from unifer.infer.runner import resolve_run
 from unifer.infer.suite import answer_sets
 
 
-def plan_sets(args, keys: list[str], paths: dict[str, tuple[Path | None, Path | None]]) -> dict[str, dict]:
-    """Every set's plan (model, records, output, run header), all checked before anything heavy loads."""
+def plan_sets(args) -> dict[str, dict]:
+    """Every chosen set's plan (model, records, output, run header), all checked before anything heavy loads. The
+    results go where each set's own script would write them, or into ``--results-dir`` under the same names."""
+    keys, qa_dir, results_dir = chosen_sets(args)
     plans = {}
     for key in keys:
-        input_path, output = paths.get(key, (None, None))
-        ns = argparse.Namespace(**{**vars(args), "input": input_path, "output": output})
-        plans[key] = resolve_run(ns, key)
+        s = get_set(key)
+        ns = argparse.Namespace(**{**vars(args), "input": qa_dir / s.qa_filename if qa_dir else None, "output": None})
+        plan = resolve_run(ns, key)
+        if results_dir is not None:
+            plan["output"] = results_dir / plan["output"].name
+        plans[key] = plan
     return plans
 
 
@@ -37,7 +42,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="write the per-set results files here (default: each eval_<set>/results/)")
 
 
-def set_paths(args) -> tuple[list[str], dict[str, tuple[Path | None, Path | None]]]:
+def chosen_sets(args) -> tuple[list[str], Path | None, Path | None]:
+    """(set keys, --qa-dir, --results-dir) from the flags."""
     try:
         keys = list(dict.fromkeys(get_set(k).key for k in args.sets.split(",") if k.strip()))
     except ValueError as e:
@@ -46,17 +52,11 @@ def set_paths(args) -> tuple[list[str], dict[str, tuple[Path | None, Path | None
         raise UniferError("--sets names no set")
     qa_dir = resolve_path(args.qa_dir) if args.qa_dir else None
     results_dir = resolve_path(args.results_dir) if args.results_dir else None
-    paths = {}
-    for key in keys:
-        s = get_set(key)
-        output = results_dir / s.default_results_path().name if results_dir else None
-        paths[key] = (qa_dir / s.qa_filename if qa_dir else None, output)
-    return keys, paths
+    return keys, qa_dir, results_dir
 
 
 def run(args: argparse.Namespace) -> int:
-    keys, paths = set_paths(args)
-    return answer_sets(args, plan_sets(args, keys, paths))
+    return answer_sets(args, plan_sets(args))
 
 
 def main(argv: list[str] | None = None) -> int:

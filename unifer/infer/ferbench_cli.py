@@ -17,21 +17,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        description="Answer all of FERBench in one process (the flags of eval_total/code/"
                                    "infer_unifer.py), then score every set and the total under both protocols.")
     allsets.add_arguments(r)
-    r.add_argument("--run", default=None, dest="run_name",
-                   help="run name in the metrics files (default: the results files' own, unifer_7b)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action != "run":
         return data_ferbench.run(args)
-    allsets.run(args)
-    if args.shard:
-        print("shard done; score once every shard is merged (unifer ferbench run --merge)")
-        return 0
-    return score_run(args)
+    from unifer.infer.suite import answer_sets
+
+    plans = allsets.plan_sets(args)
+    rc = answer_sets(args, plans)
+    if rc or args.shard:
+        if args.shard and not rc:
+            print("shard done; the sets are scored once every shard is merged (unifer ferbench run --merge)")
+        return rc
+    return score_run(plans, to_results_dir=bool(args.results_dir))
 
 
-def score_run(args) -> int:
+def score_run(plans: dict[str, dict], to_results_dir: bool = False) -> int:
     """Score every answered set under both protocols (metrics beside each results file) and, with all four, the
     total; print the total's table (per set and pooled, both protocols)."""
     import contextlib
@@ -39,9 +41,9 @@ def score_run(args) -> int:
 
     from unifer.scoring.cli import score_all_sets, score_one_set
 
-    keys, paths = allsets.set_paths(args)
-    results = {key: out or SETS[key].default_results_path() for key, (_, out) in paths.items()}
-    run_name = args.run_name or "unifer_7b"
+    keys = list(plans)
+    results = {key: plan["output"] for key, plan in plans.items()}
+    run_name = plans[keys[0]]["meta"]["run"]
     common = dict(no_figs=False, figs_dir=None, run=run_name)
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
@@ -54,7 +56,7 @@ def score_run(args) -> int:
         print(f"scored {', '.join(SETS[k].name for k in keys)}: metrics beside each results file")
         return 0
     flags = {key.replace(".", "_"): str(results[key]) for key in SETS}
-    total_dir = results[keys[0]].parent if args.results_dir else REPO_ROOT / "eval_total" / "results"
+    total_dir = results[keys[0]].parent if to_results_dir else REPO_ROOT / "eval_total" / "results"
     with contextlib.redirect_stdout(log):
         for protocol in PROTOCOLS:
             score_all_sets(argparse.Namespace(**common, **flags, protocol=protocol,

@@ -128,20 +128,30 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return rng.uniform(0.0, min(cap, base * (2.0 ** attempt)))
 
 
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+
+
 class OpenAIEngine:
     """Chat completions, ``concurrency`` in flight, retried; ``model`` is the endpoint's model name."""
 
     name = "openai"
+    local = False  # --model names what the endpoint serves: no checkpoint here
 
-    def __init__(self, model: str, settings: GenerationSettings, *, base_url: str,
-                 api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4, image_format: str = "png",
+    def __init__(self, model: str, settings: GenerationSettings, *, base_url: str | None = None,
+                 api_key_env: str | None = None, concurrency: int | None = None, image_format: str | None = None,
                  image_detail: str | None = None, request_timeout: float = 120.0, max_retries: int = 6,
-                 retry_base_delay: float = 1.0, retry_max_delay: float = 60.0, extra_body: dict | None = None,
+                 retry_base_delay: float = 1.0, retry_max_delay: float = 60.0, extra_body: dict | str | None = None,
                  max_requests: int | None = None, max_tokens_budget: int | None = None, seed: int | None = None):
         try:
             import openai
         except ImportError as e:
             raise UniferError(f"--engine openai needs the openai package (pip install openai): {e}") from None
+        # None: neither the flag nor a preset set it
+        api_key_env, concurrency, image_format = api_key_env or DEFAULT_KEY_ENV, concurrency or 4, image_format or "png"
+        if not base_url:
+            raise UniferError("--engine openai needs --base-url URL and --model NAME (the endpoint's model name)")
+        if isinstance(extra_body, str):  # the flag's JSON (a preset gives a mapping)
+            extra_body = parse_extra_body(extra_body)
         if image_format not in IMAGE_FORMATS:
             raise UniferError(f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
         if image_detail is not None and image_detail not in IMAGE_DETAILS:
@@ -277,31 +287,16 @@ def parse_extra_body(text: str | None) -> dict:
     return value
 
 
-def request_identity(args) -> dict:
-    """What decides an endpoint's answers besides model, input and token budget (never the key, nor its name)."""
-    return {"base_url": args.base_url, "image_format": args.image_format, "image_detail": args.image_detail,
-            "temperature": 0.0, "extra_body": parse_extra_body(args.extra_body)}
-
-
-def engine_options(args) -> dict:
-    """The runner's flags → ``OpenAIEngine`` keywords."""
-    return dict(base_url=args.base_url, api_key_env=args.api_key_env, concurrency=args.concurrency,
-                image_format=args.image_format, image_detail=args.image_detail,
-                request_timeout=args.request_timeout, max_retries=args.max_retries,
-                retry_base_delay=args.retry_base_delay, extra_body=parse_extra_body(args.extra_body),
-                max_requests=args.max_requests, max_tokens_budget=args.max_tokens_budget)
-
-
 def add_engine_arguments(ap) -> None:
     """The ``openai engine`` flags of ``unifer infer`` (their own group)."""
     g = ap.add_argument_group("openai engine", "--engine openai: --model is the endpoint's model name; the key "
                               "comes only from the environment")
     g.add_argument("--base-url", default=None, help="the endpoint, e.g. http://127.0.0.1:8000/v1 or "
                    "https://api.openai.com/v1")
-    g.add_argument("--api-key-env", default="OPENAI_API_KEY",
+    g.add_argument("--api-key-env", default=None,
                    help="environment variable holding the key (default OPENAI_API_KEY; a loopback server needs none)")
-    g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
-    g.add_argument("--image-format", choices=IMAGE_FORMATS, default="png",
+    g.add_argument("--concurrency", type=int, default=None, help="requests in flight (default 4)")
+    g.add_argument("--image-format", choices=IMAGE_FORMATS, default=None,
                    help="png (lossless, default: a local server answers as the offline engines) or jpeg")
     g.add_argument("--image-detail", choices=IMAGE_DETAILS, default=None, help="the image part's detail (not sent "
                    "by default)")

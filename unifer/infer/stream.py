@@ -18,12 +18,18 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from unifer.data.images import ImageLoadError, join_image_path, load_image
+import sys
+
+from unifer.data.images import IMAGE_SIZE, ImageLoadError, join_image_path, load_image
 from unifer.errors import UniferError
+from unifer.infer.engines import Answer, describe_error, is_engine_failure
 
 #: Requests a streaming engine holds at once: enough to keep its scheduler full, few enough to bound memory.
 STREAM_WINDOW = 512
 _DECODE_AHEAD = 64  # images decoded ahead of the engine
+#: The first items that all fail on their own in the engine, with no answer yet, stop the run (a broken model
+#: or engine, not broken items).
+ALL_FAILED_STOP = 16
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,13 @@ def order_for(engine, jobs: list[Job]) -> list[Job]:
     return jobs
 
 
-def decode_ahead(jobs: Iterable[Job], image_size=None) -> Iterator[tuple[Job, object, str | None]]:
+def decode_ahead(jobs: Iterable[Job], image_size: int | None = IMAGE_SIZE) -> Iterator[tuple[Job, object, str | None]]:
     """(job, image, None) or (job, None, reason), in order, decoding ahead in one thread."""
 
     def decode(job: Job):
         try:
             path = join_image_path(job.image_root, job.record["image_path"])
-            return job, (load_image(path) if image_size is None else load_image(path, image_size)), None
+            return job, load_image(path, image_size), None  # image_size None: as decoded (--image-size native)
         except ImageLoadError as e:
             return job, None, str(e)
 
@@ -80,12 +86,54 @@ def _engine_failure(engine, e: BaseException, batch_size: int) -> BaseException:
     return e
 
 
+def generate_isolating(engine, images: list, prompts: list[str]) -> tuple[list[Answer], list[int]]:
+    """``engine.generate``, with an item's own failure kept to that item: a batch that raises anything but an
+    engine failure is answered again one item at a time, and an item that raises alone gets its reason as an
+    ``Answer.error``. Returns (answers, positions of the items that raised). (In float32 the other items' answers
+    do not depend on the batch; in bfloat16 they may round differently alone.)"""
+    try:
+        answers = engine.generate(images, prompts)
+    except Exception as e:
+        if is_engine_failure(e):
+            raise
+        if len(prompts) == 1:
+            return [Answer("", 0, error=describe_error(e))], [0]
+        print(f"a batch of {len(prompts)} failed ({describe_error(e, 160)}); answering its items one at a time",
+              file=sys.stderr, flush=True)
+        answers, raised = [], []
+        for n, (img, p) in enumerate(zip(images, prompts)):
+            (answer,), alone = generate_isolating(engine, [img], [p])
+            answers.append(answer)
+            raised += [n] if alone else []
+        return answers, raised
+    if len(answers) != len(prompts):
+        raise RuntimeError(f"{engine.name} engine returned {len(answers)} answers for {len(prompts)} requests")
+    return answers, []
+
+
+def _count(stats: dict, answer) -> None:
+    """Tokens, answered items, API usage and the reasons of items that failed on their own, into ``stats``."""
+    stats["tokens"] += answer.tokens
+    if answer.error is None:
+        stats["answered"] += 1
+    else:
+        stats["failed_alone"].append(answer.error)
+    for k, v in (answer.usage or {}).items():
+        if isinstance(v, (int, float)):
+            stats["usage"][k] = stats["usage"].get(k, 0) + v
+    if stats["answered"] == 0 and len(stats["failed_alone"]) >= ALL_FAILED_STOP:
+        raise UniferError(f"the first {len(stats['failed_alone'])} items all failed in the {stats['engine']} engine (first: "
+                          f"{stats['failed_alone'][0]}); that is the model or the engine, not the items: stopping")
+
+
 def stream_answers(engine, jobs: list[Job], batch_size: int, stats: dict | None = None,
-                   image_size=None) -> Iterator[tuple[Job, dict]]:
+                   image_size: int | None = IMAGE_SIZE) -> Iterator[tuple[Job, dict]]:
     """Answer every job; yield ``(job, result record)`` as each finishes (error items included).
-    ``stats`` (if given) accumulates ``tokens``."""
+    ``stats`` (if given) accumulates ``tokens``, ``usage`` (API token counts) and ``answered``."""
     stats = stats if stats is not None else {}
-    stats.setdefault("tokens", 0)
+    for k, v in (("tokens", 0), ("answered", 0), ("failed_alone", []), ("usage", {})):
+        stats.setdefault(k, v)
+    stats["engine"] = getattr(engine, "name", "the")
     decoded = decode_ahead(order_for(engine, jobs), image_size)
     if hasattr(engine, "stream"):
         yield from _streamed(engine, decoded, stats, batch_size)
@@ -94,14 +142,15 @@ def stream_answers(engine, jobs: list[Job], batch_size: int, stats: dict | None 
 
     def flush():
         try:
-            answers = engine.generate([img for _, img in batch], [job.record["prompt"] for job, _ in batch])
+            answers, _ = generate_isolating(engine, [img for _, img in batch], [job.record["prompt"] for job, _ in batch])
         except Exception as e:
             raise _engine_failure(engine, e, batch_size) from None
-        if len(answers) != len(batch):
-            raise RuntimeError(f"{engine.name} engine returned {len(answers)} answers for {len(batch)} requests")
-        stats["tokens"] += sum(a.tokens for a in answers if a is not None)
-        # None: not sent, the engine's budget is spent (openai); the item stays pending for the rerun
-        out = [(job, job.answered(a)) for (job, _), a in zip(batch, answers) if a is not None]
+        out = []
+        for (job, _), answer in zip(batch, answers):
+            if answer is None:  # not sent: the engine's budget is spent (openai); the item stays pending
+                continue
+            _count(stats, answer)
+            out.append((job, job.answered(answer)))
         batch.clear()
         return out
 
@@ -132,7 +181,7 @@ def _streamed(engine, decoded, stats: dict, batch_size: int) -> Iterator[tuple[J
         for job, answer in engine.stream(requests(), window=STREAM_WINDOW):
             while errors:
                 yield errors.pop(0)
-            stats["tokens"] += answer.tokens
+            _count(stats, answer)
             yield job, job.answered(answer)
     except UniferError:
         raise

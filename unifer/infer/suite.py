@@ -15,23 +15,15 @@ from pathlib import Path
 
 from unifer.data.jsonio import write_json_atomic
 from unifer.errors import UniferError
-from unifer.infer.engines import generation_settings, make_engine
+from unifer.data.runmeta import write_meta
+from unifer.infer.engines import make_engine
 from unifer.infer.progress import ProgressFile, merge_shards, progress_path, results_in_order, shard_indices
 from unifer.infer.stream import GroupWriter, Job, stream_answers
 
 
-def open_engine(args, plan: dict):
-    """The engine a run's flags ask for (loaded once per process)."""
-    if args.engine == "openai":  # a model name, no checkpoint: the request carries the settings
-        from unifer.infer.engines import GenerationSettings, engine_class
-        from unifer.infer.openai_engine import engine_options
-
-        return engine_class("openai")(plan["model"], GenerationSettings(args.max_new_tokens, 1.0, (), None),
-                                      **engine_options(args))
-    return make_engine(args.engine, plan["model"], generation_settings(plan["model"], args.max_new_tokens),
-                       dtype=args.dtype, attn=args.attn_implementation,
-                       tensor_parallel_size=args.tensor_parallel_size,
-                       gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len)
+def open_engine(plan: dict):
+    """The engine a run's plan names (loaded once per process); ``make_engine`` hands it the options it takes."""
+    return make_engine(plan["engine"], plan["model"], plan["settings"], **plan["options"])
 
 
 def answer_sets(args, plans: dict[str, dict]) -> int:
@@ -41,6 +33,7 @@ def answer_sets(args, plans: dict[str, dict]) -> int:
             merged, message = merge_shards(plan["output"], {**plan["run"], "shard": None}, len(plan["records"]))
             if not merged:
                 raise UniferError(f"cannot merge into {plan['output']} yet: {message}")
+            write_results_meta(plan, {})
             print(f"{plan['ferset'].name}: {message} -> {plan['output']}")
         return 0
     retry = getattr(args, "retry_errors", False)
@@ -67,7 +60,7 @@ def answer_sets(args, plans: dict[str, dict]) -> int:
             done = progress[key].done
             jobs += [Job(key, i, plan["records"][i], str(plan["image_root"])) for i in indices[key]
                      if i not in done or (retry and done[i].get("error") is True)]
-        stats = {"tokens": 0, "seconds": 0.0}
+        stats = {"tokens": 0, "seconds": 0.0, "usage": {}}
         stopped = _answer(args, plans, progress, indices, jobs, stats) if jobs else None
         wall = time.perf_counter() - started
         left = {key: sum(1 for i in indices[key] if i not in progress[key].done) for key in plans}
@@ -89,6 +82,7 @@ def answer_sets(args, plans: dict[str, dict]) -> int:
                 except OSError as e:
                     raise UniferError(f"{e}; every answer is kept in {progress[key].path}: free space and rerun to "
                                       "write the results") from None
+                write_results_meta(plan, stats["usage"])
                 progress[key].remove()
     n, s = len(jobs), stats["seconds"]
     rate = (f"{n} done now in {s:.1f}s: {n / max(s, 1e-9):.2f} items/s, {stats['tokens'] / max(s, 1e-9):.1f} "
@@ -102,6 +96,8 @@ def answer_sets(args, plans: dict[str, dict]) -> int:
         # This shard is complete and unlocked: merge if every shard is.
         merged, message = merge_shards(plan["output"], {**plan["run"], "shard": None}, len(plan["records"]),
                                        shards=plan["shard"][1])
+        if merged:
+            write_results_meta(plan, stats["usage"])
         i, k = plan["shard"]
         print(f"{summary}; shard {i}/{k} done, " + (f"{message} -> {plan['output']}" if merged else
               f"not merged yet ({message}); the last shard to finish merges, or rerun with --merge"))
@@ -120,8 +116,8 @@ def _answer(args, plans, progress, indices, jobs, stats) -> str | None:
     done = total - len(jobs)
     names = ", ".join(p["ferset"].name for p in plans.values())
     where = f"resuming: {done} of {total} items already done, " if done else ""
-    print(f"{names}: {where}loading {first['model']} ({args.engine})", file=sys.stderr, flush=True)
-    engine = open_engine(args, first)
+    print(f"{names}: {where}loading {first['model']} ({first['engine']})", file=sys.stderr, flush=True)
+    engine = open_engine(first)
     try:
         desc = first["ferset"].name if len(plans) == 1 else "FERBench"
         with tqdm(total=total, initial=done, unit="item", desc=desc, dynamic_ncols=True) as bar:
@@ -134,7 +130,7 @@ def _answer(args, plans, progress, indices, jobs, stats) -> str | None:
 
             writer = GroupWriter(progress, group=max(1, first["batch_size"]), on_write=shown)
             try:
-                for job, result in stream_answers(engine, jobs, first["batch_size"], stats):
+                for job, result in stream_answers(engine, jobs, first["batch_size"], stats, first["image_size"]):
                     writer.add(job, result)
             finally:
                 writer.flush()  # whatever finished is kept, also when the engine fails
@@ -166,3 +162,20 @@ def usage_line(results) -> str:
     prompt = sum(int(u.get("prompt_tokens") or 0) for u in reported)
     completion = sum(int(u.get("completion_tokens") or 0) for u in reported)
     return f"; usage: {prompt} prompt + {completion} completion tokens over {len(reported)} items"
+
+
+def write_results_meta(plan: dict, usage: dict) -> None:
+    """The sidecar beside the results (``unifer.data.runmeta``): what produced them, counted from the file written."""
+    import json
+
+    output = plan["output"]
+    results = json.loads(output.read_text(encoding="utf-8"))
+    meta = {**plan["meta"], "items": len(results), "errors": sum(1 for r in results if r.get("error") is True),
+            "shard": None}
+    if usage:
+        meta["usage_this_process"] = usage  # API token usage of the items answered by this process
+    try:
+        write_meta(output, meta)
+    except OSError as e:
+        raise UniferError(f"{e}; the results are written ({output}), only their description is missing: "
+                          "free space and rerun") from None

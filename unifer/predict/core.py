@@ -58,7 +58,7 @@ def open_engine(engine: str, model, max_new_tokens: int, dtype: str = "auto"):
     model_dir = Path(model).expanduser().resolve()
     if not model_dir.exists():
         raise UniferError(f"model path not found: {model_dir} (pass --model PATH or set $UNIFER_MODEL)")
-    check_model_dir(model_dir)
+    check_model_dir(model_dir, model_types=None)  # any vision-language checkpoint
     return make_engine(engine, model_dir, generation_settings(model_dir, max_new_tokens), dtype=dtype)
 
 

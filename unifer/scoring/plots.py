@@ -1,4 +1,5 @@
-"""Figures: confusion matrices (counts and row-normalised), per-set accuracy bars, training curves.
+"""Figures: confusion matrices (counts and row-normalised), per-set accuracy bars, the leaderboard (heatmap and
+ranking), training curves.
 
 matplotlib is imported inside the functions (scoring without figures never pays for it) and only through its
 object-oriented API with the Agg canvas: no pyplot, no global backend switch, nothing shown on a screen — safe on
@@ -131,6 +132,55 @@ def accuracy_bars(rows: Sequence[dict], path: str | os.PathLike, title: str, div
     ax.set_axisbelow(True)
     if len(protocols) > 1:
         ax.legend(loc="upper left", fontsize=8, ncols=len(protocols))
+    return save_figure(fig, path)
+
+
+def leaderboard_heatmap(rows: Sequence[dict], path: str | os.PathLike,
+                        title: str = "FERBench accuracy (%), paper protocol") -> Path:
+    """Runs (rows, in the order given) × sets, then the pooled total and the mean of the sets: paper-protocol
+    accuracy as colour and number; a missing set is blank. ``rows``: leaderboard rows (``<set>_paper`` keys)."""
+    from unifer.data.sets import SET_KEYS, SETS
+
+    cols = [SETS[k].name for k in SET_KEYS] + ["Total (pooled)", "Mean of sets"]
+    keys = [f"{k}_paper" for k in SET_KEYS] + ["pooled_paper", "mean_paper"]
+    values = np.array([[np.nan if r.get(k) is None else 100 * r[k] for k in keys] for r in rows], dtype=float)
+    fig = _new_figure(2.2 + 1.15 * len(cols), 1.4 + 0.45 * len(rows))
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(cols)), labels=cols, rotation=25, ha="right")
+    ax.set_yticks(range(len(rows)), labels=[r.get("model") or r["run"] for r in rows])
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if not np.isnan(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="black" if values[i, j] > 60 else "white")
+    ax.axvline(len(SET_KEYS) - 0.5, color="white", linewidth=2)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="accuracy (%)")
+    return save_figure(fig, path)
+
+
+def ranked_bars(rows: Sequence[dict], path: str | os.PathLike,
+                title: str = "FERBench ranking: pooled accuracy (%)") -> Path:
+    """Horizontal bars, best run on top: pooled accuracy under each protocol (runs with all four sets only)."""
+    ranked = [r for r in rows if r.get("pooled_paper") is not None]
+    fig = _new_figure(7.0, 1.3 + 0.5 * max(1, len(ranked)))
+    ax = fig.subplots()
+    y = np.arange(len(ranked))
+    height = 0.38
+    for k, proto in enumerate(("paper", "strict")):
+        values = [100 * r[f"pooled_{proto}"] for r in ranked]
+        bars = ax.barh(y + (k - 0.5) * height, values, height, label=f"{proto} protocol",
+                       color=PROTOCOL_COLOURS[proto])
+        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+    ax.set_yticks(y, labels=[r.get("model") or r["run"] for r in ranked])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title(title if ranked else title + " — no run has all four sets")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(loc="lower right", fontsize=8)
     return save_figure(fig, path)
 
 
