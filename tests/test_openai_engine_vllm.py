@@ -31,7 +31,7 @@ def penalty_model(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(penalty_model, tmp_path_factory):
-    from unifer.infer.local_server import vllm_openai_server
+    from unifer.bench.local_server import vllm_openai_server
 
     log = tmp_path_factory.mktemp("server") / "vllm-server.log"
     with vllm_openai_server(penalty_model, log_path=log, served_name="tiny") as base_url:

@@ -3,7 +3,7 @@ several request concurrencies side by side, on one server start.
 
     python -m unifer bench --sections openai [--openai-concurrency 1,8] [--items 64] [--max-new-tokens 64]
 
-The server (``unifer.infer.local_server``: loopback, float32 on CPU, eager, at most 8 sequences batched) serves
+The server (``unifer.bench.local_server``: loopback, float32 on CPU, eager, at most 8 sequences batched) serves
 the bench's model; each concurrency answers the same items through the user's own path
 (``unifer.infer.runner.main`` with ``--engine openai``: checks, progress file, PNG data URLs, the runner's batches),
 in this process (the client side is light: the model lives in the server). A warm-up run of 2 items goes first so
@@ -24,7 +24,7 @@ from unifer.bench.measure import markdown_table
 def run_openai(args, model: Path, workdir: Path, server: tuple[str, str] | None = None) -> dict:
     """``server``: (base URL, model name) of a server already up (the tests'); else one is started here."""
     from unifer.bench.items import make_items
-    from unifer.infer.local_server import vllm_openai_server
+    from unifer.bench.local_server import vllm_openai_server
     from unifer.infer.runner import main as infer_main
 
     workdir.mkdir(parents=True, exist_ok=True)

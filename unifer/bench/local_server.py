@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from unifer.errors import UniferError
+from unifer.train.processes import stop_group
 
 
 def free_port() -> int:
@@ -74,23 +74,4 @@ def vllm_openai_server(model_dir, *, log_path, served_name: str = "local", start
             time.sleep(1.0)
         yield base_url
     finally:
-        stop_process_group(proc)
-
-
-def stop_process_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
-    """SIGTERM the group ``proc`` leads, SIGKILL what is left after ``grace_s``."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # children (the engine core) may outlive the leader by a moment: make sure the group is gone
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        stop_group(proc, grace_s=30.0)
