@@ -87,8 +87,10 @@ def test_build_check_infer_score_from_a_checkout_under_a_path_with_spaces(spaced
               **env)
     assert res.returncode == 0 and "images: 4 distinct, all decode" in res.stdout, res.stdout + res.stderr
     # the faces run from anywhere and use their own checkout's package and defaults
-    res = run([PY, checkout / "eval_ferplus/code/infer_unifer.py", "--model", spaced["model"], "--image-root", raw,
-               "--max-new-tokens", "3", "--batch-size", "2", "--dtype", "float32"], cwd=spaced["base"], timeout=300)
+    # (--run: results are named by run, the checkpoint folder's name by default; the scorer's default is unifer_7b)
+    res = run([PY, checkout / "eval_ferplus/code/infer_unifer.py", "--model", spaced["model"], "--run", "unifer_7b",
+               "--image-root", raw, "--max-new-tokens", "3", "--batch-size", "2", "--dtype", "float32"],
+              cwd=spaced["base"], timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     results = checkout / "eval_ferplus" / "results" / "ferplus_unifer_7b_results.json"
     answered = json.loads(results.read_text())
