@@ -27,10 +27,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from unifer.errors import UniferError
+from unifer.infer.engines.base import GREEDY, Answer, Decoding, Engine, EngineDeadError, StreamingEngine
 from unifer.infer.modeling import cuda_available
+
+__all__ = ["GREEDY", "Answer", "Decoding", "Engine", "EngineDeadError", "StreamingEngine"]
 
 #: The engines as registry entries: name → "module:class". A new backend is a new module and one line here; its
 #: class takes ``(model, settings, **options)`` — keyword options it names in its signature, picked by
@@ -41,18 +43,9 @@ ENGINE_CLASSES: dict[str, str] = {
     "hf": "unifer.infer.hf_engine:HFEngine",
     "vllm": "unifer.infer.vllm_engine:VLLMEngine",
     "openai": "unifer.infer.openai_engine:OpenAIEngine",
+    "fake": "unifer.infer.engines.fake:FakeEngine",
 }
 ENGINES = tuple(ENGINE_CLASSES)
-
-
-class Answer(NamedTuple):
-    """One request's outcome. ``error`` set: this item failed on its own (the runner writes an error item with
-    the reason and goes on); a failure of the engine itself raises instead."""
-
-    text: str
-    tokens: int  # generated tokens, up to and including the first eos
-    error: str | None = None
-    usage: dict | None = None  # what an API reported (prompt_tokens, completion_tokens), where it did
 
 
 CPU_KV_CACHE_GIB = 4  # vLLM on CPU, unless VLLM_CPU_KVCACHE_SPACE says otherwise: ~35K tokens of a 7B in float32

@@ -1,0 +1,99 @@
+"""The ``fake`` engine: deterministic answers computed from the request, for tests of everything around an engine
+(streaming, resume, shards, error items, budgets, sampling, distillation, judges) without a model. It loads
+nothing and answers in microseconds, as lm-evaluation-harness's ``dummy`` model does.
+
+An answer is ``template`` with ``{label}`` (one of the prompt's candidate labels, picked by a hash of the image's
+pixels, the prompt, the seed and the sample's index — so it is the same on every run and differs between seeds)
+and ``{n}`` (the sample's index). Told to, it fails an item (``fail_items``: calls' 1-based item numbers answer an
+error), fails as an engine (``engine_failure_at_call``: that generate call raises a dead-engine error), or stalls
+(``stall_at_call``: that call sleeps ``stall_seconds`` first).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from unifer.errors import UniferError
+from unifer.infer.engines.base import Answer, Decoding, EngineDeadError, one_each, seeds_for
+
+_CANDIDATES = re.compile(r"candidate labels:\s*(.+?)\.\s", re.S)
+
+
+@dataclass(frozen=True)
+class FakeOptions:
+    template: str = "<think>The face looks {label}.</think><answer>{label}</answer>"
+    fail_items: tuple[int, ...] = ()  # 1-based positions among all requests answered so far
+    engine_failure_at_call: int | None = None
+    stall_at_call: int | None = None
+    stall_seconds: float = 0.0
+
+
+def candidate_labels(prompt: str) -> list[str]:
+    """The labels a FERBench-style prompt lists ("... candidate labels: a, b, c. ..."); [] when none."""
+    m = _CANDIDATES.search(prompt + " ")
+    return [s.strip() for s in m.group(1).split(",") if s.strip()] if m else []
+
+
+def _pixels(image) -> bytes:
+    if image is None:
+        return b""
+    tobytes = getattr(image, "tobytes", None)
+    return tobytes() if tobytes else repr(image).encode()
+
+
+class FakeEngine:
+    name = "fake"
+    local = False  # its "model" is any name: no checkpoint is read
+    Options = FakeOptions
+
+    def __init__(self, model, settings=None, options: FakeOptions | None = None, decoding: Decoding | None = None):
+        self.model = str(model)
+        self.options = options or FakeOptions()
+        self.decoding = decoding or Decoding(max_new_tokens=getattr(settings, "max_new_tokens", 1024))
+        self.calls = 0
+        self.requests = 0
+        self.seen: list[tuple[str, Decoding, int | None]] = []  # (prompt, decoding, seed) per request, for tests
+
+    def _answer(self, image, prompt: str, decoding: Decoding, seed: int | None, index: int) -> Answer:
+        self.requests += 1
+        self.seen.append((prompt, decoding, seed))
+        if self.requests in self.options.fail_items:
+            return Answer("", 0, error=f"fake failure of request {self.requests}")
+        labels = candidate_labels(prompt) or ["neutral"]
+        h = hashlib.sha256(_pixels(image) + prompt.encode() + f"|{seed}|{index}|{decoding.temperature}".encode())
+        label = labels[int.from_bytes(h.digest()[:8], "big") % len(labels)]
+        text = self.options.template.format(label=label, n=index)
+        words = text.split()
+        stop = "stop"
+        if len(words) > decoding.max_new_tokens:  # one "token" per word: the budget cuts the text
+            text, stop = " ".join(words[: decoding.max_new_tokens]), "length"
+        return Answer(text, min(len(words), decoding.max_new_tokens), stop_reason=stop)
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.options.stall_at_call == self.calls:
+            time.sleep(self.options.stall_seconds)
+        if self.options.engine_failure_at_call == self.calls:
+            raise EngineDeadError(f"fake engine died at call {self.calls}")
+
+    def sample(self, images: Sequence, prompts: Sequence[str], decoding: Decoding,
+               seeds: Sequence[int | None] | None = None) -> list[list[Answer]]:
+        images, prompts = list(images), list(prompts)
+        if len(images) != len(prompts):
+            raise UniferError(f"{len(images)} images for {len(prompts)} prompts")
+        self._call()
+        per = seeds_for(seeds, len(prompts), decoding)
+        return [[self._answer(img, p, decoding, s, i) for i in range(decoding.n)]
+                for img, p, s in zip(images, prompts, per)]
+
+    def generate(self, images: Sequence, prompts: Sequence[str], decoding: Decoding | None = None,
+                 seeds: Sequence[int | None] | None = None) -> list[Answer]:
+        decoding = decoding or self.decoding
+        one_each(self.name, decoding)
+        return [a[0] for a in self.sample(images, prompts, decoding, seeds)]
+
+    def close(self) -> None:
+        pass
