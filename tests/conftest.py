@@ -51,3 +51,16 @@ def image_root(tmp_path_factory) -> Path:
     for i in range(6):
         save_png(root / "faces" / f"{i}.png", Image.new("RGB", (12, 10), (40 * i, 90, 200)))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_vllm_server(tiny_model, tmp_path_factory):
+    """ONE real vLLM OpenAI-compatible server on loopback serving the tiny model as ``tiny`` for the whole run
+    (~100 s to start on a laptop CPU, so every test that needs a served model shares it; stopped at the end).
+    Yields ``(base_url, served_name, log_path)``."""
+    pytest.importorskip("vllm")
+    from unifer.bench.local_server import vllm_openai_server
+
+    log = tmp_path_factory.mktemp("tiny-server") / "vllm-server.log"
+    with vllm_openai_server(tiny_model, log_path=log, served_name="tiny") as base_url:
+        yield base_url, "tiny", log
