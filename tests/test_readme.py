@@ -1,5 +1,6 @@
-"""The README's "What happens when…" table names real tests: every `file::test_name` in its "shown by" column is a
-test function of that file (``::test_name`` alone is in the file named before it in the same cell)."""
+"""The README is the front page: short, with the two commands CI and a newcomer run and the map of the docs. The
+"What happens when…" table (docs/reliability.md) names real tests: every `file::test_name` in its "shown by" column
+is a test function of that file (``::test_name`` alone is in the file named before it in the same cell)."""
 from __future__ import annotations
 
 import ast
@@ -10,6 +11,9 @@ from helpers import REPO
 
 TESTS = REPO / "tests"
 REFERENCE = re.compile(r"`((?:test_\w+\.py)?)::(test_\w+)(?:\[([^\]]+)\])?`")
+
+
+RELIABILITY = REPO / "docs" / "reliability.md"
 
 
 def table_rows(readme: str) -> dict[str, list[tuple[str, str, str | None]]]:
@@ -36,7 +40,7 @@ def defined_tests(path: Path) -> set[str]:
 
 
 def test_every_row_of_what_happens_when_names_existing_tests():
-    rows = table_rows((REPO / "README.md").read_text(encoding="utf-8"))
+    rows = table_rows(RELIABILITY.read_text(encoding="utf-8"))
     assert len(rows) >= 20, "the table went missing"
     problems = [f"row '{when}' names no test" for when, named in rows.items() if not named]
     for file, name, param in sorted({ref for named in rows.values() for ref in named}, key=str):
@@ -48,3 +52,15 @@ def test_every_row_of_what_happens_when_names_existing_tests():
         elif param is not None and param not in path.read_text(encoding="utf-8"):
             problems.append(f"{file}::{name}[{param}]: no such parameter id in the file")
     assert not problems, "\n".join(problems)
+
+
+def test_the_readme_is_a_front_page_with_the_two_commands_and_the_map():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 160, "the README is the front page: move the detail into docs/"
+    fenced = "\n".join(readme.split("```")[1::2])
+    for command in ("make demo", "make test"):          # .ci/run runs `make test`; the Makefile defines both
+        assert re.search(rf"^{command}\b", fenced, re.MULTILINE), f"the README shows no '{command}'"
+        assert re.search(rf"^{command.split()[1]}:", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert "\n## Docs map\n" in readme
+    for page in ("paper-workflow", "fidelity", "reliability", "performance"):
+        assert f"](docs/{page}.md)" in readme, f"the map does not link docs/{page}.md"
