@@ -2,8 +2,8 @@
 command that reads it (ferbench check, data check, the scorer, inference, both training pre-flights), before any model
 loads; what is accepted (a byte-order mark, blank JSON Lines, the training files' warnings) goes through.
 
-Command lines run as subprocesses (what a user runs), so "no traceback" and the exit status are real. The README's
-"What happens when…" table names these tests, and the rows other test files hold.
+Command lines run as subprocesses (what a user runs), so "no traceback" and the exit status are real. The docs'
+"What happens when…" table (docs/reliability.md) names these tests, and the rows other test files hold.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@
 5. prints the FERBench table and writes the figures.
 
 Idempotent: a second run reuses what exists (and says so). Everything goes to ``.demo/`` (git-ignored), except the
-README's figures, written to ``figs/`` with ``--figs``.
+docs' figures, written to ``figs/`` with ``--figs``.
 """
 from __future__ import annotations
 
@@ -228,7 +228,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--fast", action="store_true", help="no vLLM: transformers rollouts and the hf engine")
     ap.add_argument("--work-dir", default=str(REPO_ROOT / ".demo"), help="where everything is written")
     ap.add_argument("--figs", nargs="?", const=str(REPO_ROOT / "figs"), default=None,
-                    help="also write the README figures into this folder (default: figs/)")
+                    help="also write the docs' figures into this folder (default: figs/)")
     ap.add_argument("--sft-steps", type=int, default=40)
     ap.add_argument("--grpo-steps", type=int, default=4)
     ap.add_argument("--fresh", action="store_true", help="delete the work dir first")

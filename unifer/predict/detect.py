@@ -2,7 +2,7 @@
 
 The cascade's weights (an OpenCV-trained LBP cascade, an XML file) ship inside scikit-image
 (``skimage.data.lbp_frontal_face_cascade_filename()``): nothing is downloaded at run time. Why this detector and
-not MTCNN or MediaPipe, measured on real photographs, is in the README (``unifer bench-detectors``).
+not MTCNN or MediaPipe, measured on real photographs (``unifer bench-detectors``), is in docs/predict.md.
 
 The cascade has no probability. scikit-image merges the windows that fire into faces (windows overlapping by half
 of the smaller one join; a face needs ``min_neighbors`` windows); a face's ``score`` is the number of windows of a
@@ -20,7 +20,7 @@ from PIL import Image
 #: a face that is small at this size is too small to read an expression from anyway.
 SEARCH_SIZE = 640
 MIN_FACE = 24  # pixels of the search image
-#: Faces smaller than this share of the photo's short side are not looked for: on the photos measured (README)
+#: Faces smaller than this share of the photo's short side are not looked for: on the photos measured (docs/predict.md)
 #: every false alarm of the cascade was smaller (a badge, a shadow, CK+'s caption), every face larger.
 MIN_FACE_SHARE = 0.1
 SCALE_FACTOR = 1.2

@@ -3,7 +3,7 @@
 Both are thin faces over ``set_main(key)`` / ``total_main()``; everything they compute lives in ``unifer.scoring.aggregate``.
 Defaults reproduce the paper's file names, resolved against the repository; figures go next to the metrics file
 (``--no-figs``: none), and are copied into another folder only when ``--figs-dir DIR`` asks for it — scoring never
-writes into the tracked ``figs/`` by itself (``unifer demo --figs`` is what refreshes the README's figures).
+writes into the tracked ``figs/`` by itself (``unifer demo --figs`` is what refreshes the docs' figures).
 ``unifer eval --set S`` and ``unifer eval --total`` are the same two commands.
 """
 from __future__ import annotations
