@@ -94,7 +94,7 @@ def _checkpoint(d: Path, name: str, config, weights: bytes | None = b"ok") -> Pa
 
 def test_the_model_check_takes_any_vision_language_checkpoint_and_refuses_the_rest(family_models, tiny_model,
                                                                                     tmp_path):
-    from unifer.infer.modeling import check_model_dir
+    from unifer.models.checkpoints import check_model_dir
 
     for d in [tiny_model, *family_models.values()]:
         assert check_model_dir(d, model_types=None) == d

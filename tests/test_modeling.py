@@ -12,9 +12,9 @@ import torch
 
 import unifer.infer.engines as engines
 import unifer.infer.hf_engine as hf_engine
-import unifer.infer.modeling as modeling
+import unifer.models.device as modeling
 import unifer.train.common as common
-from unifer.infer.modeling import pick_attn_implementation
+from unifer.models.device import pick_attn_implementation
 
 
 @pytest.fixture

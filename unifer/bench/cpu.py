@@ -39,7 +39,7 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 
 def ensure_model(path: Path, is_default: bool) -> Path:
     """The benchmark's model: the tiny checkpoint is built on first use; any other path must exist."""
-    from unifer.infer.modeling import check_model_dir
+    from unifer.models.checkpoints import check_model_dir
 
     if is_default and not (path / "config.json").is_file():
         from unifer.demo.tiny import build_tiny_model

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unifer.errors import UniferError
-from unifer.infer.modeling import check_model_dir, cuda_available, pick_attn_implementation, pick_dtype
+from unifer.models.checkpoints import check_model_dir
+from unifer.models.device import cuda_available, pick_attn_implementation, pick_dtype
 from unifer.train.preflight import records_dataset, with_lazy_images
 
 log = logging.getLogger(__name__)
@@ -141,12 +142,6 @@ def lazy_image_dataset(records: Sequence[dict], image_root: str | os.PathLike, d
 
 
 # ------------------------------------------------------------------------------------------------------ models
-def load_processor(model_path: str | os.PathLike, revision: str | None = None):
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(str(model_path), revision=revision)
-
-
 def load_vl_model(model_args, on_cuda: bool | None = None, training_args=None):
     """Qwen2.5-VL / Qwen2-VL through the Auto classes, in ``model_args.dtype`` (TRL's default float32, which is
     what the paper's run loaded before DeepSpeed's bf16 took over), with the attention for the dtype training

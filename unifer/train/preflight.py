@@ -25,7 +25,7 @@ from pathlib import Path
 
 from unifer.data.images import ImageLoadError, join_image_path, load_image
 from unifer.errors import DataError, UniferError
-from unifer.infer.modeling import check_model_dir
+from unifer.models.checkpoints import check_model_dir
 
 log = logging.getLogger(__name__)
 
