@@ -14,7 +14,7 @@ from pathlib import Path
 from unifer import __version__
 from unifer.data.images import IMAGE_SIZE
 from unifer.data.records import load_records
-from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, get_set, resolve_path
+from unifer.data.sets import DEFAULT_MAX_NEW_TOKENS, DEFAULT_RUN_NAME, REPO_ROOT, get_set, resolve_path
 from unifer.errors import UniferError
 from unifer.infer.engines import ENGINES, GenerationSettings, default_batch_size, generation_settings, is_local
 from unifer.infer.presets import default_run_name, find_preset, run_name
@@ -23,7 +23,6 @@ from unifer.models.checkpoints import check_model_dir
 from unifer.models.device import cuda_available
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "UniFER-7B"
-DEFAULT_MAX_NEW_TOKENS = 1024  # the paper's budget
 #: Flags whose default is None so that a preset can fill them: the value when neither the flag nor a preset does.
 FLAG_DEFAULTS = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9,
                  "max_model_len": 4096}
