@@ -234,12 +234,3 @@ def setup_logging(main_process: bool = True) -> None:
 
 def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
-
-
-if __name__ == "__main__":  # the pre-flight alone, where the shell faces and tests have always called it
-    import sys
-
-    from unifer.errors import run_cli
-    from unifer.train.preflight import main
-
-    sys.exit(run_cli(main))
