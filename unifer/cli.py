@@ -16,7 +16,7 @@ from unifer.errors import run_cli
 
 #: name → (module, one-line help). Modules offer ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ferbench": ("unifer.infer.ferbench_cli", "build or check the FERBench QA files, write RLVR records; run: answer and score all four sets"),
+    "ferbench": ("unifer.pipeline.ferbench", "build or check the FERBench QA files, write RLVR records; run: answer and score all four sets"),
     "data": ("unifer.data.check", "check a CoT / RLVR / QA / results file: records, labels, duplicates, images"),
     "infer": ("unifer.infer.runner", "answer a FERBench set with a model (resumable, batched, sharded)"),
     "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
