@@ -26,11 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo|launch [trainer flags]"),
     "predict": ("unifer.predict.cli", "the faces of your own photographs: detect, ask each the FERBench question"),
     "app": ("unifer.predict.app", "a browser demo on localhost: upload or take a photo, see its faces answered"),
-    "bench": ("unifer.bench.cpu", "measure this repository against the paper's code, side by side"),
-    "bench-gpu": ("unifer.bench.gpu", "the GPU benchmark on a model of Qwen2.5-VL-7B's shape"),
-    "bench-gpu-train": ("unifer.bench.gpu_train", "the training GPU check: SFT, GRPO (colocated vLLM), ZeRO-3, "
-                        "float32 inference, on a model of Qwen2.5-VL-7B's shape"),
-    "bench-detectors": ("unifer.bench.detectors", "the face detectors shipped in PyPI packages, on real photographs"),
+    "bench": ("unifer.bench.cli", "measure: unifer bench cpu|gpu|gpu-train|detectors (bench/README.md)"),
     "demo": ("unifer.demo.pipeline", "the whole pipeline on a CPU with a tiny model and real photos"),
     "tiny": ("unifer.demo.tiny_cli", "write a tiny random checkpoint (Qwen2.5-VL; --family qwen3-vl|llava-onevision)"),
 }

@@ -1,4 +1,4 @@
-"""Side-by-side speed of this repository and the paper's code: ``python -m unifer bench --out bench/results``.
+"""Side-by-side speed of this repository and the paper's code: ``python -m unifer bench cpu --out bench/results``.
 
 Six sections, each optional (``--sections``):
 
@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = ensure_model(Path(args.model).expanduser().resolve() if args.model else DEFAULT_MODEL, not args.model)
     report = {"title": "CPU, tiny Qwen2.5-VL" if not args.model else f"model {model.name}",
-              "command": "unifer " + " ".join(getattr(args, "command_line", None) or ["bench"]),
+              "command": "unifer " + " ".join(getattr(args, "command_line", None) or ["bench", "cpu"]),
               "machine": machine_info()}
     with tempfile.TemporaryDirectory(prefix="unifer-bench-") as tmp:
         workdir = Path(args.workdir).resolve() if args.workdir else Path(tmp)

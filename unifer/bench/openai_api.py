@@ -1,7 +1,7 @@
 """Bench section ``openai``: items/s of the openai engine against a local vLLM OpenAI-compatible server, at
 several request concurrencies side by side, on one server start.
 
-    python -m unifer bench --sections openai [--openai-concurrency 1,8] [--items 64] [--max-new-tokens 64]
+    python -m unifer bench cpu --sections openai [--openai-concurrency 1,8] [--items 64] [--max-new-tokens 64]
 
 The server (``unifer.bench.local_server``: loopback, float32 on CPU, eager, at most 8 sequences batched) serves
 the bench's model; each concurrency answers the same items through the user's own path
@@ -15,10 +15,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
 from pathlib import Path
 
 from unifer.bench.measure import markdown_table
+
+log = logging.getLogger(__name__)
 
 
 def run_openai(args, model: Path, workdir: Path, server: tuple[str, str] | None = None) -> dict:
@@ -53,7 +56,7 @@ def run_openai(args, model: Path, workdir: Path, server: tuple[str, str] | None 
 
         answer(workdir / "warmup.json", 1, limit=2)
         for c in args.openai_concurrency:
-            print(f"[openai] concurrency {c} ...", flush=True)
+            log.info(f"[openai] concurrency {c} ...")
             out = workdir / f"openai_c{c}.json"
             try:
                 seconds, summary = answer(out, c)
@@ -68,7 +71,7 @@ def run_openai(args, model: Path, workdir: Path, server: tuple[str, str] | None 
                          "completion_tokens": completion, "prompt_tokens": prompt,
                          "tokens_per_s": round(completion / seconds, 1), "summary": summary,
                          "responses": [r["model_response"] for r in results]})
-            print(f"    {rows[-1]['items_per_s']} items/s", flush=True)
+            log.info(f"    {rows[-1]['items_per_s']} items/s")
     base = next((r for r in rows if "error" not in r), None)
     for r in rows:
         if base is not None and "error" not in r:
