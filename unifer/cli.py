@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("unifer.predict.cli", "the faces of your own photographs: detect, ask each the FERBench question"),
     "app": ("unifer.predict.app", "a browser demo on localhost: upload or take a photo, see its faces answered"),
     "bench": ("unifer.bench.cli", "measure: unifer bench cpu|gpu|gpu-train|detectors (bench/README.md)"),
-    "demo": ("unifer.demo.pipeline", "the whole pipeline on a CPU with a tiny model and real photos"),
+    "demo": ("unifer.demo.cli", "the whole pipeline on a CPU with a tiny model and real photos"),
     "tiny": ("unifer.demo.tiny_cli", "write a tiny random checkpoint (Qwen2.5-VL; --family qwen3-vl|llava-onevision)"),
 }
 
