@@ -12,7 +12,7 @@ import torch
 
 import unifer.infer.engines as engines
 import unifer.infer.hf_engine as hf_engine
-import unifer.models.device as modeling
+import unifer.models.device as device
 import unifer.train.common as common
 from unifer.models.device import pick_attn_implementation
 
@@ -27,7 +27,7 @@ def gpu_with_flash_attn(monkeypatch):
 
 
 def warnings_of(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == modeling.__name__]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == device.__name__]
 
 
 @pytest.mark.parametrize("dtype,expected", [
