@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("unifer.scoring.leaderboard", "every scored run in one table (Markdown, CSV) and two figures"),
     "presets": ("unifer.infer.presets", "list the known models (presets): engine, model, run, what was run here"),
     "report": ("unifer.report.cli", "an offline HTML report of a run: tables, confusion matrices, every response"),
-    "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo|launch [trainer flags]"),
+    "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo|launch|preflight [trainer flags]"),
     "predict": ("unifer.predict.cli", "the faces of your own photographs: detect, ask each the FERBench question"),
     "app": ("unifer.predict.app", "a browser demo on localhost: upload or take a photo, see its faces answered"),
     "bench": ("unifer.bench.cli", "measure: unifer bench cpu|gpu|gpu-train|detectors (bench/README.md)"),
