@@ -67,7 +67,8 @@ def first_step_loss(tiny_model, cot_files, out, weighting: str) -> float:
     from trl import ModelConfig, SFTConfig
 
     from unifer.models.processors import load_processor
-    from unifer.train.common import lazy_image_dataset, load_vl_model
+    from unifer.train.common import load_vl_model
+    from unifer.train.preflight import records_dataset, with_lazy_images
     from unifer.train.sft import COT_FIELDS, CoTCollator, apply_paper_settings, make_trainer_class
 
     root, data, records = cot_files
@@ -79,7 +80,7 @@ def first_step_loss(tiny_model, cot_files, out, weighting: str) -> float:
     processor = load_processor(tiny_model, exact=True)
     trainer = make_trainer_class()(
         model=load_vl_model(model_args, training_args=args), args=args,
-        train_dataset=lazy_image_dataset(records, root, data, COT_FIELDS),
+        train_dataset=with_lazy_images(records_dataset(records, COT_FIELDS), root, data),
         data_collator=CoTCollator(processor), processing_class=processor, loss_weighting=weighting)
     return trainer.train().training_loss
 

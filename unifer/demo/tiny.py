@@ -9,7 +9,6 @@ dropped). The chat template is Qwen2.5-VL's. Deterministic for a seed; about 40 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -153,11 +152,3 @@ def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
     tc.setdefault("chat_template", QWEN2_5_VL_CHAT_TEMPLATE)
     (out / "tokenizer_config.json").write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
     return out
-
-
-def checkpoint_digest(path: str | Path) -> str:
-    """sha256 over the weight files (to show determinism)."""
-    h = hashlib.sha256()
-    for f in sorted(Path(path).glob("*.safetensors")):
-        h.update(f.read_bytes())
-    return h.hexdigest()

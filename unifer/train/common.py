@@ -7,8 +7,6 @@ module only holds the pieces that make the same command line run on a GPU cluste
 - ``TrainerArgParser`` fixes the parsed flags *before* the config dataclasses are built, because transformers
   rejects ``bf16=True`` on a CPU-only machine already while constructing ``TrainingArguments``.
 - the data checks before training are ``unifer.train.preflight``'s (read and checked once per run);
-- ``lazy_image_dataset`` is a ``datasets.Dataset`` (GRPOTrainer accepts nothing else) whose rows carry the
-  record's fields plus a decoded 224×224 image, read through ``unifer.data.images.load_image`` only when a batch asks.
 """
 from __future__ import annotations
 
@@ -21,7 +19,6 @@ from pathlib import Path
 from unifer.errors import UniferError
 from unifer.models.checkpoints import check_model_dir
 from unifer.models.device import cuda_available, pick_attn_implementation, pick_dtype
-from unifer.train.preflight import records_dataset, with_lazy_images
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +128,6 @@ def parse_trainer_args(dataclass_types: Sequence[type], argv: list[str] | None =
     for note in parser.adaptation_notes:
         log.warning(note)
     return parsed
-
-
-# -------------------------------------------------------------------------------------------------------- data
-def lazy_image_dataset(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike,
-                       fields: Sequence[str], image_column: str = "image", image_field: str = "image_path"):
-    """A ``datasets.Dataset`` of ``fields`` + ``record_index``; reading a row adds ``image_column``: the decoded
-    224×224 RGB image (PIL). A file that fails to decode raises DataError naming the record."""
-    return with_lazy_images(records_dataset(records, fields), image_root, data_path, image_column, image_field)
 
 
 # ------------------------------------------------------------------------------------------------------ models
