@@ -55,3 +55,13 @@ def test_the_faithful_paths_load_the_pil_processor(tiny_model):
     assert type(grpo.image_processor).__name__ == "Qwen2VLImageProcessorPil"
     engine = HFEngine(tiny_model, generation_settings(tiny_model, max_new_tokens=4), dtype="float32")
     assert type(engine.processor.image_processor).__name__ == "Qwen2VLImageProcessorPil"
+
+
+def test_a_checkpoint_saved_with_the_exact_processor_is_saved_as_before(tiny_model, tmp_path):
+    """The trainers save the processor they trained with: the PIL backend leaves no trace in the saved files."""
+    load_processor(tiny_model, exact=True).save_pretrained(tmp_path / "exact")
+    load_processor(tiny_model).save_pretrained(tmp_path / "default")
+    names = sorted(p.name for p in (tmp_path / "default").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "exact").iterdir())
+    for name in names:
+        assert (tmp_path / "exact" / name).read_bytes() == (tmp_path / "default" / name).read_bytes(), name

@@ -32,11 +32,12 @@ def load_processor(model_dir: str | os.PathLike, *, revision: str | None = None,
     kwargs: dict = {"revision": revision} if revision else {}
     if trust_remote_code:  # only when the user passed the flag
         kwargs["trust_remote_code"] = True
-    if exact:
-        try:
-            kwargs["image_processor"] = AutoImageProcessor.from_pretrained(str(model_dir), backend=EXACT_BACKEND,
+    processor = AutoProcessor.from_pretrained(str(model_dir), **kwargs)
+    if exact and hasattr(processor, "image_processor"):
+        try:  # set as an attribute, not passed to from_pretrained: that would land in the saved processor config
+            processor.image_processor = AutoImageProcessor.from_pretrained(str(model_dir), backend=EXACT_BACKEND,
                                                                            **kwargs)
         except (OSError, ValueError, ImportError) as e:  # a family without an image processor of its own
             log.warning("no %s image processor for %s (%s): using the processor's default", EXACT_BACKEND,
                         model_dir, e)
-    return AutoProcessor.from_pretrained(str(model_dir), **kwargs)
+    return processor
