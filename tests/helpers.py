@@ -5,6 +5,7 @@ tests/ on sys.path). A helper that differs between files takes the difference as
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -179,3 +180,11 @@ def session_members(sid: int) -> list[int]:
         if int(fields[3]) == sid and fields[0] != "Z":
             out.append(int(stat.parent.name))
     return out
+
+
+def checkpoint_digest(path) -> str:
+    """sha256 over a checkpoint's weight files (to show a builder is deterministic)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(path).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()

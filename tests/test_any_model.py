@@ -69,7 +69,7 @@ def test_a_new_family_answers_through_hf_alike_at_any_batch_size(family, family_
 
 
 def test_tiny_family_builders_are_deterministic_and_load_as_their_family(family_models, tmp_path):
-    from unifer.demo.tiny import checkpoint_digest
+    from helpers import checkpoint_digest
     from unifer.demo.tiny_families import build_tiny_llava_onevision
 
     again = build_tiny_llava_onevision(tmp_path / "again", seed=0)
@@ -94,7 +94,7 @@ def _checkpoint(d: Path, name: str, config, weights: bytes | None = b"ok") -> Pa
 
 def test_the_model_check_takes_any_vision_language_checkpoint_and_refuses_the_rest(family_models, tiny_model,
                                                                                     tmp_path):
-    from unifer.infer.modeling import check_model_dir
+    from unifer.models.checkpoints import check_model_dir
 
     for d in [tiny_model, *family_models.values()]:
         assert check_model_dir(d, model_types=None) == d

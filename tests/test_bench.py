@@ -1,6 +1,6 @@
 """The benchmark's plumbing: per-process measurement, ratios, outputs, and both commands end to end at toy sizes.
 
-The speed goals themselves are measured by ``python -m unifer bench`` on a quiet machine, never asserted here:
+The speed goals themselves are measured by ``python -m unifer bench cpu`` on a quiet machine, never asserted here:
 CI machines are shared and noisy.
 """
 from __future__ import annotations
@@ -123,7 +123,7 @@ def test_bench_command_end_to_end(tiny_model, tmp_path):
     engines is exercised by the GPU script's test below: one worker fewer here.)"""
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "unifer", "bench", "--model", str(tiny_model), "--out", str(out), "--sections",
+        [sys.executable, "-m", "unifer", "bench", "cpu", "--model", str(tiny_model), "--out", str(out), "--sections",
          "inference,scoring", "--engines", "hf", "--batch-sizes", "2", "--items", "3", "--max-new-tokens", "3",
          "--workdir", str(tmp_path / "work")],
         cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -150,7 +150,7 @@ def test_gpu_script_tiny_shape_on_cpu(tmp_path):
     """The GPU script's whole path on a CPU: build a checkpoint of the shape, compare, project."""
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "unifer", "bench-gpu", "--shape", "tiny", "--out", str(out), "--items", "2",
+        [sys.executable, "-m", "unifer", "bench", "gpu", "--shape", "tiny", "--out", str(out), "--items", "2",
          "--batch1-items", "1", "--max-new-tokens", "2", "--batch-sizes", "2", "--engines", "paper,hf",
          "--synthetic-images", "--budget-s", "300"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -168,7 +168,7 @@ def test_gpu_script_tiny_shape_on_cpu(tmp_path):
 
 
 def test_bad_model_path_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "unifer", "bench", "--model", str(tmp_path / "nope"), "--out",
+    proc = subprocess.run([sys.executable, "-m", "unifer", "bench", "cpu", "--model", str(tmp_path / "nope"), "--out",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""unifer.bench.gpu_train (bench-gpu-train): the training GPU check runs end to end on a CPU at the tiny shape.
+"""unifer.bench.gpu_train (unifer bench gpu-train): the training GPU check runs end to end on a CPU at the tiny shape.
 
 Left out here, with reasons: flash-attention 2 needs a CUDA GPU (the script skips that part itself without one);
 colocated vLLM takes minutes to start on a CPU (its path is test_grpo.py::test_colocate_vllm), so GRPO runs with
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.timeout(1500)
 def test_tiny_shape_on_cpu_writes_json_and_markdown(tmp_path):
     out = tmp_path / "results"
-    res = subprocess.run([sys.executable, "-m", "unifer", "bench-gpu-train", "--shape", "tiny", "--out", str(out),
+    res = subprocess.run([sys.executable, "-m", "unifer", "bench", "gpu-train", "--shape", "tiny", "--out", str(out),
                           "--parts", "sft,grpo,infer-fp32,infer-fp32-flash", "--grpo-rollouts", "none",
                           "--quick", "--workdir", str(tmp_path / "work"), "--part-timeout-s", "600", "--budget-s", "1200"],
                          cwd=REPO, capture_output=True, text=True, timeout=1450)
@@ -39,7 +39,7 @@ def test_tiny_shape_on_cpu_writes_json_and_markdown(tmp_path):
 
 
 def test_unknown_parts_are_one_line(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "unifer", "bench-gpu-train", "--parts", "sft,zero4", "--out",
+    res = subprocess.run([sys.executable, "-m", "unifer", "bench", "gpu-train", "--parts", "sft,zero4", "--out",
                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == \
         "error: --parts: unknown zero4; choose from sft, grpo, zero3, infer-fp32, infer-fp32-flash"

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_bench_measures_one_command_and_the_bare_engine(tiny_model, tmp_path):
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "unifer", "bench", "--model", str(tiny_model), "--out", str(out), "--sections",
+        [sys.executable, "-m", "unifer", "bench", "cpu", "--model", str(tiny_model), "--out", str(out), "--sections",
          "inference,onecommand", "--engines", "hf,bare", "--batch-sizes", "4", "--items", "8",
          "--max-new-tokens", "4", "--workdir", str(tmp_path / "work")],
         cwd=REPO, capture_output=True, text=True, timeout=900)

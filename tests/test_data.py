@@ -12,9 +12,9 @@ import pytest
 from helpers import RAF, cot_record, dump, in_process, qa_record, rlvr_record, tiny_image
 
 from unifer.data import records as data
-from unifer.data.records import (PAPER_IMAGE_ROOT, SCHEMAS, image_file, load_cot, load_qa, load_records, load_rlvr,
-                         prompt_candidates, record_image, solution_label)
-from unifer.data.check import data_main
+from unifer.cli import main as unifer_main
+from unifer.data.images import load_image
+from unifer.data.records import PAPER_IMAGE_ROOT, SCHEMAS, image_file, load_records, prompt_candidates, solution_label
 from unifer.errors import DataError
 from unifer.data.sets import REPO_ROOT, SETS, get_set
 
@@ -41,7 +41,7 @@ def write(path: Path, records, jsonl: bool = False) -> Path:
 
 
 def data_cli(*args) -> tuple[int, str, str]:
-    return in_process(data_main, *args)
+    return in_process(unifer_main, "data", *args)
 
 
 def test_public_api_is_kept():
@@ -76,12 +76,12 @@ def test_loaders_name_file_record_and_field(tmp_path, kind, change, expected, js
 def test_json_array_and_json_lines_load_the_same(tmp_path):
     records = [rlvr(i, label) for i, label in enumerate(FERPLUS.labels)]
     records.append({**rlvr(99), "solution": "  sad "})  # a bare label is the paper's other solution form
-    a = load_rlvr(write(tmp_path / "a.json", records))
-    b = load_rlvr(write(tmp_path / "b.jsonl", records, jsonl=True))
+    a = load_records(write(tmp_path / "a.json", records), "rlvr")
+    b = load_records(write(tmp_path / "b.jsonl", records, jsonl=True), "rlvr")
     assert a == b == records
     assert [solution_label(r["solution"]) for r in a][-2:] == ["surprise", "sad"]
-    assert load_cot(write(tmp_path / "c.json", [cot(1)]))[0]["question"] == RAF.prompt
-    assert load_qa(write(tmp_path / "q.json", [qa(1), qa(2, "fear")]))[1]["true_label"] == "fear"
+    assert load_records(write(tmp_path / "c.json", [cot(1)]), "cot")[0]["question"] == RAF.prompt
+    assert load_records(write(tmp_path / "q.json", [qa(1), qa(2, "fear")]), "qa")[1]["true_label"] == "fear"
 
 
 @pytest.mark.parametrize("text,label", [
@@ -113,7 +113,7 @@ def test_360k_rlvr_records_load_in_seconds_without_touching_images(tmp_path):
         f.write("]")
     start = time.perf_counter()
     try:
-        records = load_rlvr(tmp_path / "rlvr.json")
+        records = load_records(tmp_path / "rlvr.json", "rlvr")
     finally:
         (tmp_path / "rlvr.json").unlink()  # 170 MB: pytest keeps the last runs' temp dirs
     elapsed = time.perf_counter() - start
@@ -130,11 +130,11 @@ def test_loaders_check_images_exist_on_request_and_decode_lazily(tmp_path):
     for r in records:
         tiny_image(image_file(tmp_path, r["image_path"]))
     path = write(tmp_path / "r.json", records)
-    assert load_rlvr(path, image_root=tmp_path) == records
+    assert load_records(path, "rlvr", image_root=tmp_path) == records
     image_file(tmp_path, records[2]["image_path"]).unlink()
     with pytest.raises(DataError, match=r"record 2, field 'image_path': image not found: .*fer0000002.png"):
-        load_rlvr(path, image_root=tmp_path)
-    img = record_image(records[1], tmp_path)
+        load_records(path, "rlvr", image_root=tmp_path)
+    img = load_image(image_file(tmp_path, records[1]["image_path"]))
     assert img.size == (224, 224) and img.mode == "RGB"
 
 
@@ -144,7 +144,7 @@ def test_warnings_do_not_stop_a_loader_but_check_reports_them(tmp_path):
     for r in records:
         tiny_image(image_file(tmp_path, r["image_path"]))
     path = write(tmp_path / "cot.json", records)
-    assert len(load_cot(path)) == 6
+    assert len(load_records(path, "cot")) == 6
     rc, out, err = data_cli("check", path, "--kind", "cot", "--image-root", tmp_path, "--no-progress")
     assert rc == 0, err
     assert "warnings: 4" in out and "OK" in out and "img/s" in out and "images: 4 distinct, all decode" in out

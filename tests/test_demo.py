@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from unifer.demo.pipeline import format_table
+from unifer.demo.cli import format_table
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from helpers import in_process
 from helpers import tiny_image as plain_image
 
 from unifer.data import sets as registry
-from unifer.data.records import load_qa, load_rlvr
+from unifer.data.records import load_records
 from unifer.data.ferbench import main
 from unifer.data.raw import AFFECTNET_EXPRESSIONS, RAFDB_IDS
 from unifer.data.sets import SET_KEYS, get_set
@@ -80,7 +80,7 @@ def test_build_reproduces_the_published_files(published_tree, tmp_path):
         assert as_set(built) == as_set(published[key]), key
         assert len(built) == len(published[key])
         assert [r["image_path"] for r in built] == sorted(r["image_path"] for r in built)
-        assert load_qa(tmp_path / get_set(key).qa_filename) == built
+        assert load_records(tmp_path / get_set(key).qa_filename, "qa") == built
         total += len(built)
     assert total == 11072
     assert "dropped 2 rows with expression 8–10" in out
@@ -249,7 +249,7 @@ def test_a_broken_set_is_one_clear_error_and_is_not_written(raw, tmp_path, key, 
     assert previous.read_text() == "[]\n"
     others = [k for k in SET_KEYS if k != key]
     for k in others:  # the healthy sets are still built
-        assert load_qa(out / get_set(k).qa_filename)
+        assert load_records(out / get_set(k).qa_filename, "qa")
 
 
 def test_two_broken_sets_each_reported(raw, tmp_path):
@@ -319,7 +319,7 @@ def test_rlvr_from_train_splits(raw, tmp_path):
     rc, stdout, err = cli("rlvr", "--image-root", raw, "--dataset", "rafdb,ferplus,affectnet,sfew_2.0",
                           "--split", "train", "--out", out)
     assert rc == 0, err
-    records = load_rlvr(out, image_root=raw)
+    records = load_records(out, "rlvr", image_root=raw)
     by_path = {r["image_path"]: r for r in records}
     assert by_path["/RAF-DB/aligned/train_00001_aligned.jpg"] == {
         "image_path": "/RAF-DB/aligned/train_00001_aligned.jpg", "problem": get_set("rafdb").prompt,
@@ -334,9 +334,9 @@ def test_rlvr_from_train_splits(raw, tmp_path):
 
 
 def run_data_check(path, kind, root):
-    from unifer.data.check import data_main
+    from unifer.cli import main as unifer_main
 
-    return in_process(data_main, "check", path, "--kind", kind, "--image-root", root, "--no-progress")
+    return in_process(unifer_main, "data", "check", path, "--kind", kind, "--image-root", root, "--no-progress")
 
 
 def test_rlvr_in_another_sets_vocabulary_and_from_any_folder(raw, tmp_path):
@@ -344,7 +344,7 @@ def test_rlvr_in_another_sets_vocabulary_and_from_any_folder(raw, tmp_path):
     rc, stdout, err = cli("rlvr", "--image-root", raw, "--dataset", "ferplus", "--split", "test", "--set", "rafdb",
                           "--out", out)
     assert rc == 0, err
-    records = load_rlvr(out)
+    records = load_records(out, "rlvr")
     assert out.read_text().count("\n") == len(records) == 2  # JSON Lines by suffix
     assert {r["solution"] for r in records} == {"<answer>happiness</answer>", "<answer>sadness</answer>"}
     assert "skipped 1 'contempt' images (RAF-DB has no such label)" in stdout
@@ -354,7 +354,7 @@ def test_rlvr_in_another_sets_vocabulary_and_from_any_folder(raw, tmp_path):
     rc, _, err = cli("rlvr", "--image-root", raw, "--dataset", "folder", "--folder", raw / "mine" / "faces",
                      "--set", "affectnet", "--out", tmp_path / "f.json")
     assert rc == 0, err
-    assert {(r["image_path"], r["solution"]) for r in load_rlvr(tmp_path / "f.json")} == {
+    assert {(r["image_path"], r["solution"]) for r in load_records(tmp_path / "f.json", "rlvr")} == {
         ("/mine/faces/Joy/1.png", "<answer>happiness</answer>"), ("/mine/faces/mad/2.jpg", "<answer>anger</answer>")}
     rc, _, err = cli("rlvr", "--image-root", raw, "--dataset", "folder", "--folder", raw / "mine" / "faces",
                      "--out", tmp_path / "g.json")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers import GRPO_SCRIPT, dump, one_photo_per_label, rlvr_record, run, session_members
@@ -94,11 +95,11 @@ def check(result: subprocess.CompletedProcess) -> str:
 
 
 def expected_digests(model, rlvr) -> dict:
-    """image_path → (sha of the 224×224 RGB image, sha of the processor's pixel patches for it alone)."""
+    """image_path → (sha of the 224×224 RGB image, sha of the PIL processor's pixel patches for it alone)."""
     import numpy as np
-    from transformers import AutoProcessor
+    from transformers import AutoImageProcessor
 
-    processor = AutoProcessor.from_pretrained(model)
+    processor = SimpleNamespace(image_processor=AutoImageProcessor.from_pretrained(model, backend="pil"))
     out = {}
     for r in json.loads((rlvr / "rlvr.json").read_text()):
         image = load_image(join_image_path(rlvr / "images", r["image_path"]))

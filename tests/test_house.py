@@ -12,11 +12,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "unifer"
 LAYERS = [
     {"unifer", "unifer.errors"},
     {"unifer.data"},
+    {"unifer.models"},
     {"unifer.rewards", "unifer.scoring", "unifer.infer"},
-    {"unifer.train"},
+    {"unifer.train", "unifer.pipeline"},
     {"unifer.bench", "unifer.demo", "unifer.report", "unifer.predict", "unifer.leaderboard"},
     {"unifer.cli", "unifer.__main__"},
 ]
+#: Packages of one layer that stay apart: training takes its model rules from unifer.models, not from inference;
+#: inference and scoring meet only in unifer.pipeline.
+APART = [("unifer.train", "unifer.infer"), ("unifer.infer", "unifer.scoring"), ("unifer.scoring", "unifer.infer")]
 MAX_LINES = 450
 
 
@@ -67,6 +71,14 @@ def test_imports_point_down_the_flow_and_take_no_private_names(name):
         assert _layer(imported) <= _layer(name), f"{name} imports {imported}, which is downstream of it"
         private = [n for n in names if n.startswith("_") and not n.startswith("__")]
         assert not private, f"{name} imports private {private} from {imported}"
+
+
+@pytest.mark.parametrize("importer,imported", APART)
+def test_packages_that_stay_apart_import_nothing_of_each_other(importer, imported):
+    for name, path in MODULES.items():
+        if _unit(name) == importer:
+            taken = [m for m, _ in _imports(path) if _unit(m) == imported]
+            assert not taken, f"{name} imports {taken}: {importer} must not import {imported}"
 
 
 def test_no_import_cycle_between_packages():
@@ -127,7 +139,7 @@ def test_argparse_lives_only_in_command_modules(name):
     from unifer.cli import COMMANDS
 
     commands = {module for module, _ in COMMANDS.values()}
-    workers = {"unifer.train.sft", "unifer.train.grpo", "unifer.train.common", "unifer.bench.infer_worker",
+    workers = {"unifer.train.sft", "unifer.train.grpo", "unifer.bench.infer_worker",
                "unifer.bench.train", "unifer.scoring.cli", "unifer.cli"}
     assert name in commands | workers or "add_arguments" in functions, (
         f"{name} uses argparse but is no command (add it to unifer/cli.py COMMANDS) and adds no arguments")

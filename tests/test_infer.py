@@ -71,13 +71,15 @@ def reference(tiny_model, photo_qa, tmp_path_factory) -> bytes:
 
 
 def paper_loop(model_dir, records, max_new_tokens):
-    """The paper's eval_rafdb/code/infer_unifer.py loop, restated: one item at a time, float32, qwen-vl-utils."""
+    """The paper's eval_rafdb/code/infer_unifer.py loop, restated: one item at a time, float32, qwen-vl-utils, and
+    the PIL image processor (transformers 4.49's; transformers 5 would pick the torchvision one)."""
     import torch
     from qwen_vl_utils import process_vision_info
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoImageProcessor, AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(str(model_dir))
+    processor = AutoProcessor.from_pretrained(
+        str(model_dir), image_processor=AutoImageProcessor.from_pretrained(str(model_dir), backend="pil"))
     answers = []
     for item in records:
         messages = [{"role": "user", "content": [

@@ -12,22 +12,22 @@ import torch
 
 import unifer.infer.engines as engines
 import unifer.infer.hf_engine as hf_engine
-import unifer.infer.modeling as modeling
+import unifer.models.device as device
 import unifer.train.common as common
-from unifer.infer.modeling import pick_attn_implementation
+from unifer.models.device import pick_attn_implementation
 
 
 @pytest.fixture
 def gpu_with_flash_attn(monkeypatch):
     """A CUDA machine with flash-attn installed, as far as the rule and its callers can tell."""
-    monkeypatch.setattr(modeling, "cuda_available", lambda: True)
-    monkeypatch.setattr(modeling, "flash_attn_available", lambda: True)
+    monkeypatch.setattr(device, "cuda_available", lambda: True)
+    monkeypatch.setattr(device, "flash_attn_available", lambda: True)
     monkeypatch.setattr(hf_engine, "cuda_available", lambda: True)
     monkeypatch.setattr(common, "cuda_available", lambda: True)
 
 
 def warnings_of(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == modeling.__name__]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == device.__name__]
 
 
 @pytest.mark.parametrize("dtype,expected", [
@@ -51,9 +51,9 @@ def test_explicit_flash_attention_in_float32_falls_back_with_one_warning(gpu_wit
 
 
 def test_without_cuda_or_flash_attn_every_dtype_gets_sdpa(monkeypatch, caplog):
-    monkeypatch.setattr(modeling, "flash_attn_available", lambda: True)
+    monkeypatch.setattr(device, "flash_attn_available", lambda: True)
     assert pick_attn_implementation("auto", on_cuda=False, dtype=torch.bfloat16) == "sdpa"
-    monkeypatch.setattr(modeling, "flash_attn_available", lambda: False)
+    monkeypatch.setattr(device, "flash_attn_available", lambda: False)
     assert pick_attn_implementation("auto", on_cuda=True, dtype=torch.bfloat16) == "sdpa"
     assert warnings_of(caplog) == []
     assert pick_attn_implementation("flash_attention_2", on_cuda=True, dtype=torch.bfloat16) == "sdpa"

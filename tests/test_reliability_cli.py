@@ -14,7 +14,7 @@ from helpers import PY, REPO, dump, heavy_imports, make_records, one_clear_line,
     (["eval_rafdb/code/infer_unifer.py", "--batch-size", "two"], "argument --batch-size: invalid int value: 'two'"),
     (["eval_rafdb/code/eval_unifer.py", "--protocol", "lax"], "invalid choice: 'lax' (choose from 'paper', 'strict')"),
     (["-m", "unifer", "data", "check", "x.json", "--kind", "sft"], "(choose from 'cot', 'qa', 'results', 'rlvr')"),
-    (["-m", "unifer.train.common", "--kind", "rlvr", "--model", "m", "--data", "d", "--image_root", "r",
+    (["-m", "unifer", "train", "preflight", "--kind", "rlvr", "--model", "m", "--data", "d", "--image_root", "r",
       "--images", "all"], "invalid choice: 'all' (choose from 'decode', 'exist')"),
 ])
 def test_usage_errors_name_the_allowed_values(argv, fragment):

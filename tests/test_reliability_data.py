@@ -102,9 +102,9 @@ def _cli(name: str, path: Path, work: Path, model: Path, images: Path) -> list:
         # --max-new-tokens 0 is checked right after the input: an accepted input ends there, before the model loads
         "infer_unifer.py": [PY, REPO / "eval_rafdb/code/infer_unifer.py", "--model", model, "--input", path,
                             "--output", out / "results.json", "--image-root", images, "--max-new-tokens", "0"],
-        "SFT pre-flight": [PY, "-m", "unifer.train.common", "--kind", "cot", "--model", model, "--data", path,
+        "SFT pre-flight": [PY, "-m", "unifer", "train", "preflight", "--kind", "cot", "--model", model, "--data", path,
                            "--image_root", images],
-        "GRPO pre-flight": [PY, "-m", "unifer.train.common", "--kind", "rlvr", "--model", model, "--data", path,
+        "GRPO pre-flight": [PY, "-m", "unifer", "train", "preflight", "--kind", "rlvr", "--model", model, "--data", path,
                             "--image_root", images],
     }[name]
 

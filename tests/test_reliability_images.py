@@ -149,7 +149,7 @@ def test_training_preflight_stops_before_training_on_a_broken_image(images, tiny
     path, reason = images["broken"][name]
     bad = {**odd[0], "image_path": "/" + str(path.relative_to(images["root"]))}
     data = dump(tmp_path / "rlvr.json", odd + [bad])
-    cmd = [PY, "-m", "unifer.train.common", "--kind", "rlvr", "--model", tiny_model, "--data", data, "--image_root",
+    cmd = [PY, "-m", "unifer", "train", "preflight", "--kind", "rlvr", "--model", tiny_model, "--data", data, "--image_root",
            images["root"]]
     one_clear_line(run(cmd), str(data), f"record {len(odd)}, field 'image_path'", reason, str(path))
     if name != "decompression bomb":  # the opt-out only stats (a bomb is a real file too: it passes as well)
@@ -159,7 +159,7 @@ def test_training_preflight_stops_before_training_on_a_broken_image(images, tiny
 def test_training_preflight_accepts_every_odd_image(images, tiny_model, tmp_path):
     records, broken = _image_records(images)
     data = dump(tmp_path / "rlvr.jsonl", [r for i, r in enumerate(records) if i not in broken], jsonl=True)
-    res = run([PY, "-m", "unifer.train.common", "--kind", "rlvr", "--model", tiny_model, "--data", data,
+    res = run([PY, "-m", "unifer", "train", "preflight", "--kind", "rlvr", "--model", tiny_model, "--data", data,
                "--image_root", images["root"]])
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"pre-flight ok: {len(records) - len(broken)} rlvr records, every image decodes" in res.stdout

@@ -77,9 +77,9 @@ def greedy_answers(model_dir: Path, cot_set) -> list[str]:
 # ------------------------------------------------------------------------------------------------ loss masks
 @pytest.fixture(scope="module")
 def processor(tiny_model):
-    from unifer.train.common import load_processor
+    from unifer.models.processors import load_processor
 
-    return load_processor(tiny_model)
+    return load_processor(tiny_model, exact=True)
 
 
 @pytest.fixture(scope="module")

@@ -43,11 +43,11 @@ def per_sample_losses(tiny_model, cot_files):
     """Each sample alone through the unpatched model: (sum of its token losses, number of trained tokens)."""
     from transformers import AutoModelForImageTextToText
 
-    from unifer.train.common import load_processor
+    from unifer.models.processors import load_processor
     from unifer.train.sft import CoTCollator
 
     root, _, records = cot_files
-    collator = CoTCollator(load_processor(tiny_model))
+    collator = CoTCollator(load_processor(tiny_model, exact=True))
     model = AutoModelForImageTextToText.from_pretrained(tiny_model, dtype=torch.float32).eval()
     sums = []
     for r in records:
@@ -66,7 +66,9 @@ def first_step_loss(tiny_model, cot_files, out, weighting: str) -> float:
     initial weights, with the accumulation scaling included."""
     from trl import ModelConfig, SFTConfig
 
-    from unifer.train.common import lazy_image_dataset, load_processor, load_vl_model
+    from unifer.models.processors import load_processor
+    from unifer.train.common import load_vl_model
+    from unifer.train.preflight import records_dataset, with_lazy_images
     from unifer.train.sft import COT_FIELDS, CoTCollator, apply_paper_settings, make_trainer_class
 
     root, data, records = cot_files
@@ -75,10 +77,10 @@ def first_step_loss(tiny_model, cot_files, out, weighting: str) -> float:
                      gradient_checkpointing=False, logging_steps=1, seed=0)
     model_args = ModelConfig(model_name_or_path=str(tiny_model), dtype="float32", attn_implementation="sdpa")
     apply_paper_settings(SimpleNamespace(), args, model_args)
-    processor = load_processor(tiny_model)
+    processor = load_processor(tiny_model, exact=True)
     trainer = make_trainer_class()(
         model=load_vl_model(model_args, training_args=args), args=args,
-        train_dataset=lazy_image_dataset(records, root, data, COT_FIELDS),
+        train_dataset=with_lazy_images(records_dataset(records, COT_FIELDS), root, data),
         data_collator=CoTCollator(processor), processing_class=processor, loss_weighting=weighting)
     return trainer.train().training_loss
 

@@ -9,8 +9,8 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from unifer.data.check import data_main
-from unifer.data.records import load_rlvr, solution_label
+from unifer.cli import main as unifer_main
+from unifer.data.records import load_records, solution_label
 from unifer.data.sets import get_set
 from unifer.errors import run_cli
 from unifer.rewards import accuracy_reward
@@ -44,11 +44,11 @@ def test_every_solution_loads_and_check_warns_about_those_that_cannot_score(tmp_
                for i, s in enumerate(solutions)]
     path = tmp_path / "rlvr.json"
     path.write_text(json.dumps(records), encoding="utf-8")
-    assert load_rlvr(path) == records  # what the paper trains on, we train on
+    assert load_records(path, "rlvr") == records  # what the paper trains on, we train on
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        rc = run_cli(data_main, ["check", str(path), "--kind", "rlvr", "--no-progress"])
+        rc = run_cli(unifer_main, ["data", "check", str(path), "--kind", "rlvr", "--no-progress"])
     out = out.getvalue()
     assert rc == 0, err.getvalue()
     assert "warnings: 4" in out

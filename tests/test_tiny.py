@@ -2,8 +2,9 @@
 import json
 
 import pytest
+from helpers import checkpoint_digest
 
-from unifer.demo.tiny import SPECIAL_IDS, build_tiny_model, checkpoint_digest
+from unifer.demo.tiny import SPECIAL_IDS, build_tiny_model
 
 
 def test_special_token_ids_match_qwen2_5_vl(tiny_model):

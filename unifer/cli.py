@@ -16,22 +16,18 @@ from unifer.errors import run_cli
 
 #: name → (module, one-line help). Modules offer ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ferbench": ("unifer.infer.ferbench_cli", "build or check the FERBench QA files, write RLVR records; run: answer and score all four sets"),
+    "ferbench": ("unifer.pipeline.ferbench", "build or check the FERBench QA files, write RLVR records; run: answer and score all four sets"),
     "data": ("unifer.data.check", "check a CoT / RLVR / QA / results file: records, labels, duplicates, images"),
     "infer": ("unifer.infer.runner", "answer a FERBench set with a model (resumable, batched, sharded)"),
     "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
     "leaderboard": ("unifer.scoring.leaderboard", "every scored run in one table (Markdown, CSV) and two figures"),
     "presets": ("unifer.infer.presets", "list the known models (presets): engine, model, run, what was run here"),
     "report": ("unifer.report.cli", "an offline HTML report of a run: tables, confusion matrices, every response"),
-    "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo|launch [trainer flags]"),
+    "train": ("unifer.train.cli", "cold-start SFT or GRPO: unifer train sft|grpo|launch|preflight [trainer flags]"),
     "predict": ("unifer.predict.cli", "the faces of your own photographs: detect, ask each the FERBench question"),
     "app": ("unifer.predict.app", "a browser demo on localhost: upload or take a photo, see its faces answered"),
-    "bench": ("unifer.bench.cpu", "measure this repository against the paper's code, side by side"),
-    "bench-gpu": ("unifer.bench.gpu", "the GPU benchmark on a model of Qwen2.5-VL-7B's shape"),
-    "bench-gpu-train": ("unifer.bench.gpu_train", "the training GPU check: SFT, GRPO (colocated vLLM), ZeRO-3, "
-                        "float32 inference, on a model of Qwen2.5-VL-7B's shape"),
-    "bench-detectors": ("unifer.bench.detectors", "the face detectors shipped in PyPI packages, on real photographs"),
-    "demo": ("unifer.demo.pipeline", "the whole pipeline on a CPU with a tiny model and real photos"),
+    "bench": ("unifer.bench.cli", "measure: unifer bench cpu|gpu|gpu-train|detectors (bench/README.md)"),
+    "demo": ("unifer.demo.cli", "the whole pipeline on a CPU with a tiny model and real photos"),
     "tiny": ("unifer.demo.tiny_cli", "write a tiny random checkpoint (Qwen2.5-VL; --family qwen3-vl|llava-onevision)"),
 }
 

@@ -30,12 +30,11 @@ import re
 from datetime import datetime
 from typing import Callable, Iterable
 
-from unifer.data.records import extract_answer  # the paper's answer of a text, shared with the data check
+from unifer.data.records import REWARD_ANSWER_PATTERN, extract_answer  # shared with the data check
 from unifer.errors import UniferError
 
 log = logging.getLogger(__name__)
 
-ANSWER_PATTERN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 FORMAT_PATTERN = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 STRICT_FORMAT_PATTERN = re.compile(r"<think>(.*?)</think>\s*<answer>(.*?)</answer>", re.DOTALL)
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -73,7 +72,7 @@ def strict_answer(text: str) -> str | None:
     """The content of the ONLY <answer> block, normalised; None when there is not exactly one, or it is empty."""
     if text.count("<answer>") != 1 or text.count("</answer>") != 1:
         return None
-    match = ANSWER_PATTERN.search(text)
+    match = REWARD_ANSWER_PATTERN.search(text)
     if match is None:
         return None
     answer = normalize_answer(match.group(1))

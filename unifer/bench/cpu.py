@@ -1,4 +1,4 @@
-"""Side-by-side speed of this repository and the paper's code: ``python -m unifer bench --out bench/results``.
+"""Side-by-side speed of this repository and the paper's code: ``python -m unifer bench cpu --out bench/results``.
 
 Six sections, each optional (``--sections``):
 
@@ -39,7 +39,7 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 
 def ensure_model(path: Path, is_default: bool) -> Path:
     """The benchmark's model: the tiny checkpoint is built on first use; any other path must exist."""
-    from unifer.infer.modeling import check_model_dir
+    from unifer.models.checkpoints import check_model_dir
 
     if is_default and not (path / "config.json").is_file():
         from unifer.demo.tiny import build_tiny_model
@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = ensure_model(Path(args.model).expanduser().resolve() if args.model else DEFAULT_MODEL, not args.model)
     report = {"title": "CPU, tiny Qwen2.5-VL" if not args.model else f"model {model.name}",
-              "command": "unifer " + " ".join(getattr(args, "command_line", None) or ["bench"]),
+              "command": "unifer " + " ".join(getattr(args, "command_line", None) or ["bench", "cpu"]),
               "machine": machine_info()}
     with tempfile.TemporaryDirectory(prefix="unifer-bench-") as tmp:
         workdir = Path(args.workdir).resolve() if args.workdir else Path(tmp)

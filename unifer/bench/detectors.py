@@ -1,4 +1,4 @@
-"""``unifer bench-detectors``: the face detectors that ship their weights in a PyPI package, on real photographs.
+"""``unifer bench detectors``: the face detectors that ship their weights in a PyPI package, on real photographs.
 
 Candidates: scikit-image's LBP cascade (``unifer.predict.detect``, what ``unifer predict`` uses), facenet-pytorch's
 MTCNN and MediaPipe's legacy face detection (``mediapipe.solutions``, in wheels up to 0.10.21), each measured where

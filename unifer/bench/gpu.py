@@ -1,7 +1,7 @@
 """The inference comparison on a GPU with a Qwen2.5-VL-7B-shaped model of random bf16 weights (no download).
 
-    python -m unifer bench-gpu --out bench/results              # on a GPU box, ≤ 8 minutes
-    python -m unifer bench-gpu --shape tiny --out /tmp/x        # the same code path on a CPU, in a minute
+    python -m unifer bench gpu --out bench/results              # on a GPU box, ≤ 8 minutes
+    python -m unifer bench gpu --shape tiny --out /tmp/x        # the same code path on a CPU, in a minute
 
 It writes a checkpoint of the real architecture (text: hidden 3584, 28 layers, 28 heads / 4 KV heads, MLP
 18944, vocabulary 152064; vision: 32 blocks of width 1280, full attention at 7/15/23/31, 2×2 merger into 3584) with
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     args.engines, args.timeout = engines, args.budget_s
     gpu = gpu_name()
     report = {"title": f"Qwen2.5-VL-{args.shape.upper()}-shaped, random bf16 weights, " + (gpu or "no GPU"),
-              "command": "unifer " + " ".join(getattr(args, "command_line", None) or ["bench-gpu"]),
+              "command": "unifer " + " ".join(getattr(args, "command_line", None) or ["bench", "gpu"]),
               "machine": machine_info(gpu), "skipped": skipped}
     tmp = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="unifer-bench-gpu-"))
     try:

@@ -1,8 +1,8 @@
 """The training-side GPU check (issue 17): does each path run on one GPU, and how long does a step take, on a
 random-weight model of Qwen2.5-VL-7B's shape (no download)?
 
-    python -m unifer bench-gpu-train --out bench/results            # on one GPU, at most ~10 minutes
-    python -m unifer bench-gpu-train --shape tiny --out /tmp/x       # the same code on a CPU (CUDA-only parts skipped)
+    python -m unifer bench gpu-train --out bench/results            # on one GPU, at most ~10 minutes
+    python -m unifer bench gpu-train --shape tiny --out /tmp/x       # the same code on a CPU (CUDA-only parts skipped)
 
 Parts, each in its own process with its own time limit, through the code a user runs:
 
@@ -156,8 +156,9 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = build_checkpoint(work / "model", args.shape)
         cot, rlvr = write_training_data(work / "data", n=8)
         qa, _ = make_items(4, work / "qa")
-        argv = [a for a in getattr(args, "command_line", []) if a != "bench-gpu-train"]
-        report = {"shape": args.shape, "command": "python -m unifer bench-gpu-train " + " ".join(argv),
+        argv = list(getattr(args, "command_line", None) or [])
+        argv = argv[2:] if argv[:2] == ["bench", "gpu-train"] else argv
+        report = {"shape": args.shape, "command": "python -m unifer bench gpu-train " + " ".join(argv),
                   "machine": machine_info(), "checkpoint": checkpoint, "cuda": on_cuda, "parts": {}}
         for part in parts:
             if part in CUDA_ONLY and not on_cuda:

@@ -22,13 +22,14 @@ VARIANTS = ("paper", "hf", "vllm", "bare-hf", "bare-vllm")
 
 def _run_paper(args, records):
     import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     from unifer.bench.items import paper_loop
+    from unifer.models.processors import load_processor
 
     # As the paper loads it: float32, device_map "auto".
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32, device_map="auto")
-    processor = AutoProcessor.from_pretrained(args.model)
+    processor = load_processor(args.model, exact=True)  # transformers 4.49's PIL image processor, as the paper ran
     ready = time.time()
     responses, lengths = paper_loop(model, processor, records, args.max_new_tokens, args.image_root)
     return ready, time.time(), responses, lengths, {"dtype": "float32", "device": str(model.device)}
@@ -38,15 +39,16 @@ def _run_bare_hf(args, records):
     """A plain batched ``generate`` loop: the images decoded as ours are, the same request, no progress files,
     no prefetch, no streaming — what our hf path is measured against."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     from unifer.bench.items import generated_length, paper_messages
     from unifer.data.images import join_image_path, load_image
-    from unifer.infer.modeling import pick_dtype
+    from unifer.models.device import pick_dtype
+    from unifer.models.processors import exact_preprocessing, load_processor
 
     dtype = pick_dtype(args.dtype)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype).eval()
-    processor = AutoProcessor.from_pretrained(args.model)
+    processor = load_processor(args.model, exact=exact_preprocessing(dtype))  # as the hf engine loads it
     processor.tokenizer.padding_side = "left"
     ready = time.time()
     responses, lengths = [], []

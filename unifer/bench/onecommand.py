@@ -8,6 +8,7 @@ start to exit); the results must be byte-identical.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 from unifer.bench.measure import markdown_table
 from unifer.data.jsonio import write_json_atomic
 from unifer.data.sets import REPO_ROOT, SETS
+
+log = logging.getLogger(__name__)
 
 
 def _split_into_sets(items_path: Path, qa_dir: Path) -> dict[str, int]:
@@ -48,14 +51,14 @@ def run_onecommand(args, model: Path, workdir: Path, items_path: Path, env: dict
         flags = ["--model", str(model), "--run", "bench", "--image-root", "/", "--engine", engine, "--max-new-tokens",
                  str(args.max_new_tokens), "--batch-size", str(max(args.batch_sizes)), "--overwrite"]
         one_dir, four_dir = workdir / f"{engine}_one", workdir / f"{engine}_four"
-        print(f"[one command] {engine}: four sets in one process ...", flush=True)
+        log.info(f"[one command] {engine}: four sets in one process ...")
         one_s, rc = _timed([sys.executable, str(REPO_ROOT / "eval_total/code/infer_unifer.py"), *flags,
                             "--qa-dir", str(qa_dir), "--results-dir", str(one_dir)],
                            workdir / f"{engine}_one.log", full_env, args.timeout)
         if rc:
             rows.append({"engine": engine, "error": f"one-process run failed (exit {rc}), see {engine}_one.log"})
             continue
-        print(f"[one command] {engine}: four per-set processes ...", flush=True)
+        log.info(f"[one command] {engine}: four per-set processes ...")
         four_s = 0.0
         for key, s in SETS.items():
             sec, rc = _timed([sys.executable, str(REPO_ROOT / f"eval_{key}/code/infer_unifer.py"), *flags,

@@ -1,7 +1,7 @@
 """Bench section ``openai``: items/s of the openai engine against a local vLLM OpenAI-compatible server, at
 several request concurrencies side by side, on one server start.
 
-    python -m unifer bench --sections openai [--openai-concurrency 1,8] [--items 64] [--max-new-tokens 64]
+    python -m unifer bench cpu --sections openai [--openai-concurrency 1,8] [--items 64] [--max-new-tokens 64]
 
 The server (``unifer.bench.local_server``: loopback, float32 on CPU, eager, at most 8 sequences batched) serves
 the bench's model; each concurrency answers the same items through the user's own path
@@ -15,17 +15,60 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
 from pathlib import Path
 
 from unifer.bench.measure import markdown_table
+
+log = logging.getLogger(__name__)
+
+
+def answer_through_server(base_url: str, name: str, items_path: Path, out: Path, max_new_tokens: int,
+                          concurrency: int, limit: int | None = None) -> tuple[float, str]:
+    """``unifer infer --engine openai`` over the items, in this process: (seconds, its summary line)."""
+    from unifer.infer.runner import main as infer_main
+
+    argv = ["--engine", "openai", "--base-url", base_url, "--model", name, "--input", str(items_path),
+            "--output", str(out), "--image-root", "/", "--max-new-tokens", str(max_new_tokens),
+            "--concurrency", str(concurrency), "--overwrite"]
+    if limit:
+        argv += ["--limit", str(limit)]
+    said = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(io.StringIO()):
+        rc = infer_main(argv, "rafdb")
+    if rc != 0:
+        raise RuntimeError(f"unifer infer --engine openai exited with {rc}: {said.getvalue()[-300:]}")
+    return time.perf_counter() - start, said.getvalue().strip()
+
+
+def variant_row(concurrency: int, out: Path, seconds: float, summary: str) -> dict:
+    """One concurrency's row from its results file: items, errors, throughput, tokens, the responses."""
+    results = json.loads(out.read_text(encoding="utf-8"))
+    completion = sum(r.get("usage", {}).get("completion_tokens", 0) for r in results)
+    prompt = sum(r.get("usage", {}).get("prompt_tokens", 0) for r in results)
+    return {"concurrency": concurrency, "items": len(results), "errors": sum(1 for r in results if r.get("error")),
+            "wall_s": round(seconds, 2), "items_per_s": round(len(results) / seconds, 3),
+            "completion_tokens": completion, "prompt_tokens": prompt,
+            "tokens_per_s": round(completion / seconds, 1), "summary": summary,
+            "responses": [r["model_response"] for r in results]}
+
+
+def compare_to_first(rows: list[dict]) -> None:
+    """Each answered row's speed-up over, and share of answers equal to, the first answered row's."""
+    base = next((r for r in rows if "error" not in r), None)
+    for r in rows:
+        if base is not None and "error" not in r:
+            r["speedup"] = round(r["items_per_s"] / base["items_per_s"], 2)
+            r["same_answers"] = round(sum(a == b for a, b in zip(r["responses"], base["responses"]))
+                                      / max(len(base["responses"]), 1), 3)
 
 
 def run_openai(args, model: Path, workdir: Path, server: tuple[str, str] | None = None) -> dict:
     """``server``: (base URL, model name) of a server already up (the tests'); else one is started here."""
     from unifer.bench.items import make_items
     from unifer.bench.local_server import vllm_openai_server
-    from unifer.infer.runner import main as infer_main
 
     workdir.mkdir(parents=True, exist_ok=True)
     items_path, source = make_items(args.items, workdir, use_photos=not args.synthetic_images)
@@ -36,45 +79,18 @@ def run_openai(args, model: Path, workdir: Path, server: tuple[str, str] | None 
     name = server[1] if server else "bench"
     with started as base_url:
         startup_s = None if server else round(time.perf_counter() - t0, 1)
-
-        def answer(out: Path, concurrency: int, limit: int | None = None) -> tuple[float, str]:
-            argv = ["--engine", "openai", "--base-url", base_url, "--model", name, "--input", str(items_path),
-                    "--output", str(out), "--image-root", "/", "--max-new-tokens", str(args.max_new_tokens),
-                    "--concurrency", str(concurrency), "--overwrite"]
-            if limit:
-                argv += ["--limit", str(limit)]
-            said = io.StringIO()
-            start = time.perf_counter()
-            with contextlib.redirect_stdout(said), contextlib.redirect_stderr(io.StringIO()):
-                rc = infer_main(argv, "rafdb")
-            if rc != 0:
-                raise RuntimeError(f"unifer infer --engine openai exited with {rc}: {said.getvalue()[-300:]}")
-            return time.perf_counter() - start, said.getvalue().strip()
-
-        answer(workdir / "warmup.json", 1, limit=2)
+        answer_through_server(base_url, name, items_path, workdir / "warmup.json", args.max_new_tokens, 1, limit=2)
         for c in args.openai_concurrency:
-            print(f"[openai] concurrency {c} ...", flush=True)
+            log.info(f"[openai] concurrency {c} ...")
             out = workdir / f"openai_c{c}.json"
             try:
-                seconds, summary = answer(out, c)
+                seconds, summary = answer_through_server(base_url, name, items_path, out, args.max_new_tokens, c)
             except Exception as e:  # a failed variant is a row, not the end of the bench
                 rows.append({"concurrency": c, "error": str(e)[:300]})
                 continue
-            results = json.loads(out.read_text(encoding="utf-8"))
-            completion = sum(r.get("usage", {}).get("completion_tokens", 0) for r in results)
-            prompt = sum(r.get("usage", {}).get("prompt_tokens", 0) for r in results)
-            rows.append({"concurrency": c, "items": len(results), "errors": sum(1 for r in results if r.get("error")),
-                         "wall_s": round(seconds, 2), "items_per_s": round(len(results) / seconds, 3),
-                         "completion_tokens": completion, "prompt_tokens": prompt,
-                         "tokens_per_s": round(completion / seconds, 1), "summary": summary,
-                         "responses": [r["model_response"] for r in results]})
-            print(f"    {rows[-1]['items_per_s']} items/s", flush=True)
-    base = next((r for r in rows if "error" not in r), None)
-    for r in rows:
-        if base is not None and "error" not in r:
-            r["speedup"] = round(r["items_per_s"] / base["items_per_s"], 2)
-            r["same_answers"] = round(sum(a == b for a, b in zip(r["responses"], base["responses"]))
-                                      / max(len(base["responses"]), 1), 3)
+            rows.append(variant_row(c, out, seconds, summary))
+            log.info(f"    {rows[-1]['items_per_s']} items/s")
+    compare_to_first(rows)
     return {"items": args.items, "max_new_tokens": args.max_new_tokens, "image_source": source,
             "model": str(model), "server_startup_s": startup_s, "variants": rows}
 

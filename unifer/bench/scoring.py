@@ -8,6 +8,7 @@ scoring under both protocols, writing JSON/Markdown/CSV; figures off), and the l
 """
 from __future__ import annotations
 
+import logging
 import random
 import sys
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from unifer.bench.measure import markdown_table, run_worker
 from unifer.data.sets import REPO_ROOT, SETS
+
+log = logging.getLogger(__name__)
 
 #: FERBench's published sizes (RAF-DB test, FERPlus test, AffectNet validation, SFEW 2.0 validation).
 FERBENCH_SIZES = {"rafdb": 3068, "ferplus": 3573, "affectnet": 4000, "sfew_2.0": 431}
@@ -80,7 +83,7 @@ def run_scoring(workdir: Path) -> dict:
     flags = {"rafdb": "--rafdb", "ferplus": "--ferplus", "affectnet": "--affectnet", "sfew_2.0": "--sfew"}
     argv = [str(script)] + [a for key, p in paths.items() for a in (flags[key], str(p))]
     argv += ["--output", str(workdir / "bench_total_results.json"), "--no-figs"]
-    print(f"[scoring] eval_total on {n:,} items ...", flush=True)
+    log.info(f"[scoring] eval_total on {n:,} items ...")
     proc = run_worker(argv, workdir / "unused.json", workdir / "eval_total.log", timeout_s=300)
     ok = proc["rc"] == 0 and (workdir / "bench_total_results.json").is_file()
     # With its two figures (matplotlib), written beside the output only (never into the repository's figs/).

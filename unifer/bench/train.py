@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 from unifer.bench.measure import markdown_table, run_worker
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("sft", "grpo", "grpo-colocate", "trl-grpo")
 NAMES = {"sft": "SFT (unifer.train.sft)", "grpo": "GRPO, transformers rollouts (unifer.train.grpo)",
@@ -75,8 +78,8 @@ def attach_to_every_trainer(callback) -> None:
 def write_training_data(workdir: Path, n: int = 16) -> tuple[Path, Path]:
     """A CoT file and an RLVR file over the benchmark's items (absolute image paths; image root ``/``)."""
     from unifer.bench.items import make_items
-    from unifer.demo.data import cot_response
     from unifer.data.jsonio import write_json_atomic
+    from unifer.demo.data import cot_response
 
     items_path, _ = make_items(n, workdir)
     items = json.loads(items_path.read_text(encoding="utf-8"))
@@ -162,15 +165,14 @@ def run_training(args, model: Path, workdir: Path, variants=VARIANTS) -> dict:
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     for v in variants:
-        print(f"[training] {NAMES[v]} ...", flush=True)
+        log.info(f"[training] {NAMES[v]} ...")
         res = run_worker(["-m", "unifer.bench.train", "--variant", v, "--model", str(model), "--data",
                           str(cot if v == "sft" else rlvr), "--steps", str(args.train_steps), "--workdir",
                           str(workdir / v), "--result", str(workdir / f"{v}.json"), "--spawn-time", repr(time.time())],
                          workdir / f"{v}.json", workdir / f"{v}.log", timeout_s=args.timeout, env=env)
         res.update(variant=v, name=NAMES[v])
-        print("    " + (f"FAILED: {res['error']}" if "error" in res else
-                        f"median step {res['median_step_s']} s, whole process {res['process_wall_s']:.1f} s"),
-              flush=True)
+        log.info("    " + (f"FAILED: {res['error']}" if "error" in res else
+                        f"median step {res['median_step_s']} s, whole process {res['process_wall_s']:.1f} s"))
         rows.append(res)
     out = {"steps_timed": args.train_steps, "grpo_setting": "1 prompt × 8 completions per step, 32 new tokens",
            "sft_setting": "batch 1 × 4 accumulation steps per optimizer step", "variants": rows}

@@ -206,9 +206,3 @@ def run(args: argparse.Namespace) -> int:
     run_check(args.file, args.kind, args.image_root, decode=not args.no_decode, workers=args.workers,
               max_listed=args.max_listed, progress=not args.no_progress)
     return 0
-
-
-def data_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="unifer data", description="Validate a UniFER data file.")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from unifer.errors import DataError, UniferError
 
@@ -127,14 +127,3 @@ def _write_atomic(path: str | os.PathLike, write) -> Path:
             raise WriteError(p, e) from None
         raise
     return p
-
-
-def require_fields(path, records: Iterable[dict], schema: dict[str, type | tuple[type, ...]]) -> None:
-    """Every record has every field of ``schema`` with the right type (first offender raises DataError)."""
-    for i, r in enumerate(records):
-        for field, typ in schema.items():
-            if field not in r:
-                raise DataError(path, "missing field", index=i, field=field)
-            if not isinstance(r[field], typ):
-                want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
-                raise DataError(path, f"expected {want}, found {type(r[field]).__name__}", index=i, field=field)

@@ -8,7 +8,7 @@
 
 Loaders validate the whole file up front — a missing or mistyped field raises DataError naming the file, the
 record index and the field — and never decode images: training sets of 360K records load in seconds, and images
-are opened lazily, per batch, through ``unifer.data.images.load_image`` (224×224, the paper's size; ``record_image``).
+are opened lazily, per batch, through ``unifer.data.images.load_image`` (224×224, the paper's size).
 ``python -m unifer data check FILE --kind cot|rlvr --image-root ROOT`` lists every problem a file has, duplicates
 included, and decodes every image (see ``unifer.data.check``).
 """
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Iterator
 
 from unifer.errors import DataError
-from unifer.data.images import IMAGE_SIZE
 from unifer.data.jsonio import read_records
 
 QA_SCHEMA = {"image_path": str, "true_label": str, "prompt": str, "candidate_labels": list}
@@ -39,7 +38,9 @@ PAPER_IMAGE_ROOT = "/dataset/"
 #: copy of each value, which takes a 360K-record RLVR file from ~150 MB of identical prompt strings to a few KB.
 _SHARED_VALUE_FIELDS = ("prompt", "question", "problem", "solution", "true_label")
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+#: The paper's training-side answer block (its accuracy reward and its data): the first ``<answer>…</answer>``,
+#: ``.`` matching newlines, case-sensitive. Scoring uses the paper's eval pattern, ``unifer.scoring.extract``.
+REWARD_ANSWER_PATTERN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _CANDIDATES = re.compile(r"candidate labels:\s*(.+?)\.\s", re.DOTALL)
 
 
@@ -63,7 +64,7 @@ def extract_answer(text: str) -> str:
     """The paper's answer of a text, completions and solutions alike (its accuracy reward, ``unifer.rewards``): the
     first ``<answer>…</answer>`` block's content (``.`` matching newlines), stripped, or the whole text stripped
     when no block closes. May be empty."""
-    m = _ANSWER.search(text)
+    m = REWARD_ANSWER_PATTERN.search(text)
     return (m.group(1) if m else text).strip()
 
 
@@ -77,7 +78,7 @@ def solution_label(solution: str) -> str:
 
 def response_answer(response: str) -> str | None:
     """The label a CoT response ends on (the first ``<answer>`` block, as the paper's scorer reads it), or None."""
-    m = _ANSWER.search(response)
+    m = REWARD_ANSWER_PATTERN.search(response)
     return m.group(1).strip() if m else None
 
 
@@ -228,32 +229,11 @@ def load_records(path: str | os.PathLike, kind: str, hint: str | None = None,
     return records
 
 
-def load_cot(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[dict]:
-    return load_records(path, "cot", image_root=image_root)
-
-
-def load_rlvr(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[dict]:
-    return load_records(path, "rlvr", image_root=image_root)
-
-
-def load_qa(path: str | os.PathLike, hint: str | None = None,
-            image_root: str | os.PathLike | None = None) -> list[dict]:
-    return load_records(path, "qa", hint=hint, image_root=image_root)
-
-
 def image_file(image_root: str | os.PathLike, image_path: str) -> Path:
     """Where a record's image lives: the root joined with the record's path (a leading '/' does not reset it)."""
     from unifer.data.images import join_image_path
 
     return join_image_path(image_root, image_path)
-
-
-def record_image(record: dict, image_root: str | os.PathLike, size=IMAGE_SIZE):
-    """A record's image, decoded, RGB, resized to 224×224 (the paper's size) — the one place SFT, GRPO and
-    inference open training/benchmark images. Raises ``unifer.data.images.ImageLoadError``."""
-    from unifer.data.images import load_image
-
-    return load_image(image_file(image_root, record["image_path"]), size)
 
 
 def missing_images(records: list[dict], image_root: str | os.PathLike) -> list[tuple[int, Path]]:

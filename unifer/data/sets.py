@@ -25,6 +25,9 @@ TOTAL_LABEL_MAP = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
 #: The results file name prefix the paper uses for its model.
 DEFAULT_RUN_NAME = "unifer_7b"
 
+#: The paper's new-token budget per answer.
+DEFAULT_MAX_NEW_TOKENS = 1024
+
 
 @dataclass(frozen=True)
 class FERSet:

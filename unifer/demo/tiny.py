@@ -9,7 +9,6 @@ dropped). The chat template is Qwen2.5-VL's. Deterministic for a seed; about 40 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -88,20 +87,11 @@ def write_tokenizer_files(out: Path) -> None:
         (out / name).write_bytes((src / name).read_bytes())
 
 
-def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
-    """Write the checkpoint into ``out`` (created; existing files overwritten) and return its path."""
-    import torch
-    from transformers import (
-        AutoTokenizer,
-        GenerationConfig,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-    )
+def tiny_processor():
+    """The Qwen2.5-VL processor of the tiny checkpoint: its own small tokenizer (ids checked), Qwen's image
+    processor, the chat template."""
+    from transformers import AutoTokenizer, Qwen2_5_VLProcessor, Qwen2VLImageProcessor
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as td:
         write_tokenizer_files(Path(td))
         tokenizer = AutoTokenizer.from_pretrained(td)
@@ -117,12 +107,16 @@ def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
         video_processor = Qwen2VLVideoProcessor()
     except Exception:  # torchvision missing: the processor still works for images
         pass
-    processor = Qwen2_5_VLProcessor(
+    return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(),
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
     )
+
+
+def tiny_config():
+    from transformers import Qwen2_5_VLConfig
 
     config = Qwen2_5_VLConfig(
         text_config=dict(TEXT, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643),
@@ -135,8 +129,19 @@ def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
         initializer_range=INIT_STD,
     )
     config.architectures = ["Qwen2_5_VLForConditionalGeneration"]
+    return config
+
+
+def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
+    """Write the checkpoint into ``out`` (created; existing files overwritten) and return its path."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    processor = tiny_processor()
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
+    model = Qwen2_5_VLForConditionalGeneration(tiny_config()).to(torch.float32).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643
     )
@@ -147,11 +152,3 @@ def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
     tc.setdefault("chat_template", QWEN2_5_VL_CHAT_TEMPLATE)
     (out / "tokenizer_config.json").write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
     return out
-
-
-def checkpoint_digest(path: str | Path) -> str:
-    """sha256 over the weight files (to show determinism)."""
-    h = hashlib.sha256()
-    for f in sorted(Path(path).glob("*.safetensors")):
-        h.update(f.read_bytes())
-    return h.hexdigest()

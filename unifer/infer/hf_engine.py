@@ -15,15 +15,9 @@ on CPU give identical answers for 63 of 63 real photos at 64 new tokens.
 from __future__ import annotations
 
 from unifer.infer.engines import Answer, GenerationSettings, chat_prompt, count_until_eos
-from unifer.infer.families import family_of, max_positions
-from unifer.infer.modeling import cuda_available, pick_attn_implementation, pick_dtype
-
-
-def load_processor(model_dir, trust_remote_code: bool = False):
-    from transformers import AutoProcessor
-
-    remote = {"trust_remote_code": True} if trust_remote_code else {}  # only when the user passed the flag
-    return AutoProcessor.from_pretrained(str(model_dir), **remote)
+from unifer.models.device import cuda_available, pick_attn_implementation, pick_dtype
+from unifer.models.families import family_of, max_positions
+from unifer.models.processors import exact_preprocessing, load_processor
 
 
 class PenaltyIgnoringLeftPadding:
@@ -63,7 +57,9 @@ class HFEngine:
         self.family = family_of(model_dir)
         self.max_positions = max_positions(model_dir)
         self.dtype = pick_dtype(dtype, on_cuda)
-        self.processor = load_processor(model_dir, trust_remote_code)
+        # float32 promises the paper's preprocessing: the PIL image processor (unifer.models.processors).
+        self.processor = load_processor(model_dir, trust_remote_code=trust_remote_code,
+                                        exact=exact_preprocessing(self.dtype))
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:

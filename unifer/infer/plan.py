@@ -14,15 +14,15 @@ from pathlib import Path
 from unifer import __version__
 from unifer.data.images import IMAGE_SIZE
 from unifer.data.records import load_records
-from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, get_set, resolve_path
+from unifer.data.sets import DEFAULT_MAX_NEW_TOKENS, DEFAULT_RUN_NAME, REPO_ROOT, get_set, resolve_path
 from unifer.errors import UniferError
 from unifer.infer.engines import ENGINES, GenerationSettings, default_batch_size, generation_settings, is_local
-from unifer.infer.modeling import check_model_dir, cuda_available
 from unifer.infer.presets import default_run_name, find_preset, run_name
 from unifer.infer.progress import parse_shard
+from unifer.models.checkpoints import check_model_dir
+from unifer.models.device import cuda_available
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "UniFER-7B"
-DEFAULT_MAX_NEW_TOKENS = 1024  # the paper's budget
 #: Flags whose default is None so that a preset can fill them: the value when neither the flag nor a preset does.
 FLAG_DEFAULTS = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9,
                  "max_model_len": 4096}
@@ -164,7 +164,7 @@ def resolve_run(args, set_key: str) -> dict:
     image_root = args.image_root or default_path("UNIFER_IMAGE_ROOT", "/")
     dtype = None
     if local:
-        from unifer.infer.modeling import pick_dtype
+        from unifer.models.device import pick_dtype
 
         dtype = str(pick_dtype(options["dtype"], cuda_available())).replace("torch.", "")
     # What decides the answers: a progress file written under other values is refused, not mixed in. (Keys that
@@ -195,7 +195,7 @@ def resolve_run(args, set_key: str) -> dict:
 
 
 def _model_type(model_dir: Path) -> str | None:
-    from unifer.infer.families import read_config
+    from unifer.models.families import read_config
 
     return read_config(model_dir).get("model_type")
 

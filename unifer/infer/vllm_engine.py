@@ -15,9 +15,9 @@ from unifer.data.images import IMAGE_SIZE
 from unifer.errors import UniferError
 from unifer.infer.engines import (CPU_KV_CACHE_GIB, HF_ONLY_FIELDS, Answer, GenerationSettings, chat_prompt,
                                   describe_error, is_engine_failure, read_generation_config)
-from unifer.infer.families import family_of
-from unifer.infer.hf_engine import load_processor
-from unifer.infer.modeling import cuda_available, pick_dtype
+from unifer.models.device import cuda_available, pick_dtype
+from unifer.models.families import family_of
+from unifer.models.processors import load_processor
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class VLLMEngine:
         ignored = [k for k in HF_ONLY_FIELDS if read_generation_config(model_dir).get(k) not in (None, 0, 1, [])]
         if ignored:
             log.warning("vLLM does not apply these generation_config fields, the hf engine does: %s", ignored)
-        self.processor = load_processor(model_dir, trust_remote_code)
+        self.processor = load_processor(model_dir, trust_remote_code=trust_remote_code)  # prompt text only
         image_limit: dict = {"count": 1}
         if image_size:  # start-up profiling with an image of the size every request has, not a 12-megapixel one
             image_limit.update(width=image_size, height=image_size)

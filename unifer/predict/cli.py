@@ -15,14 +15,13 @@ import textwrap
 from pathlib import Path
 
 from unifer.data.images import ImageLoadError
-from unifer.data.sets import REPO_ROOT
+from unifer.data.sets import DEFAULT_MAX_NEW_TOKENS, REPO_ROOT
 from unifer.errors import UniferError
 from unifer.infer.engines import ENGINES, default_batch_size
 from unifer.predict.core import (DEFAULT_MARGIN, Predictor, annotate, load_photo, open_engine, photo_paths, reasoning,
                                  resolve_labels)
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "UniFER-7B"
-DEFAULT_MAX_NEW_TOKENS = 1024  # the paper's budget
 
 
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:

@@ -53,7 +53,7 @@ def open_engine(engine: str, model, max_new_tokens: int, dtype: str = "auto"):
     """The one place an engine is made (``unifer.infer.engines``' registry), so engines and presets added there
     work here unchanged."""
     from unifer.infer.engines import generation_settings, make_engine
-    from unifer.infer.modeling import check_model_dir
+    from unifer.models.checkpoints import check_model_dir
 
     model_dir = Path(model).expanduser().resolve()
     if not model_dir.exists():

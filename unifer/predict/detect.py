@@ -2,7 +2,7 @@
 
 The cascade's weights (an OpenCV-trained LBP cascade, an XML file) ship inside scikit-image
 (``skimage.data.lbp_frontal_face_cascade_filename()``): nothing is downloaded at run time. Why this detector and
-not MTCNN or MediaPipe, measured on real photographs (``unifer bench-detectors``), is in docs/predict.md.
+not MTCNN or MediaPipe, measured on real photographs (``unifer bench detectors``), is in docs/predict.md.
 
 The cascade has no probability. scikit-image merges the windows that fire into faces (windows overlapping by half
 of the smaller one join; a face needs ``min_neighbors`` windows); a face's ``score`` is the number of windows of a

@@ -9,21 +9,16 @@ writes into the tracked ``figs/`` by itself (``unifer demo --figs`` is what refr
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from unifer.data.sets import DEFAULT_RUN_NAME, SET_KEYS, SETS, get_set
 from unifer.errors import UniferError, run_cli
-from unifer.data.jsonio import WriteError, write_json_atomic, write_text_atomic
-from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS, get_set
-from unifer.scoring.aggregate import (
-    PROTOCOLS,
-    csv_table,
-    format_report,
-    load_results,
-    markdown_table,
-    relative,
-    resolve_default,
-    score_set,
-    score_total,
+from unifer.scoring.aggregate import PROTOCOLS, format_report, relative, resolve_default
+from unifer.scoring.files import (
+    DEFAULT_TOTAL_DIR,
+    protocol_suffix,
+    score_set_files,
+    score_total_files,
+    total_results_path,
 )
 
 TOTAL_FLAGS = {"rafdb": "rafdb", "ferplus": "ferplus", "affectnet": "affectnet", "sfew_2.0": "sfew"}
@@ -37,51 +32,6 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figs-dir", default=None,
                         help="also copy the figures into this folder (default: no copy; they stay beside the metrics)")
     parser.add_argument("--no-figs", action="store_true", help="write no figures at all")
-
-
-def _suffix(protocol: str) -> str:
-    return "" if protocol == "paper" else f"_{protocol}"
-
-
-def _sibling(output: Path, old: str, new: str, ext: str) -> Path:
-    """A file next to ``output`` named after it: ``x_metrics.json`` → ``x_confusion.png`` (last ``old`` replaced)."""
-    stem = output.stem
-    i = stem.rfind(old)
-    stem = stem[:i] + new + stem[i + len(old):] if i >= 0 else f"{stem}{new}"
-    return output.with_name(stem + ext)
-
-
-def _figs_name(base: str, run: str, protocol: str) -> str:
-    run_part = "" if run == DEFAULT_RUN_NAME else f"_{run}"
-    return f"{base}{run_part}{_suffix(protocol)}.png"
-
-
-def _refuse_overwriting_inputs(output: Path, inputs: list[Path]) -> None:
-    for p in inputs:
-        if output.resolve() == p.resolve():
-            raise UniferError(f"--output {output} is the results file being scored; choose another path")
-
-
-def _write(fn, path: Path, *args):
-    try:
-        return fn(path, *args)
-    except WriteError:
-        raise  # already one line, and it says the previous file is intact
-    except OSError as e:
-        raise UniferError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def _draw(draw, path: Path, figs_dir: str, figs_name: str) -> list[Path]:
-    """Draw one figure at ``path`` and copy it into ``figs_dir`` (unless empty)."""
-    from unifer.scoring.plots import copy_figure
-
-    try:
-        out = [draw(path)]
-        if figs_dir:
-            out.append(copy_figure(path, Path(figs_dir).expanduser().resolve() / figs_name))
-    except OSError as e:
-        raise UniferError(f"cannot write figure {path}: {e.strerror or e}") from None
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------- per set
@@ -108,23 +58,12 @@ def score_one_set(set_key: str, args: argparse.Namespace) -> int:
     s = get_set(set_key)
     results = resolve_default(args.results, s.default_results_path(args.run))
     default_out = s.default_metrics_path(args.run)
-    output = resolve_default(args.output, default_out.with_name(default_out.stem + _suffix(args.protocol) + ".json"))
-    _refuse_overwriting_inputs(output, [results])
-
-    report = score_set(load_results(results, s), s, args.protocol)
-    report["results_file"] = str(results)
-    print(format_report(report, f"{s.name} · {relative(results)}"))
-    _write(write_json_atomic, output, report)
-    written = [output]
-    if not args.no_figs:
-        from unifer.scoring.plots import confusion_figure
-
-        fig = _sibling(output, "_metrics", "_confusion", ".png")
-        title = f"{s.name} · {args.protocol} protocol · accuracy {100 * report['overall']['accuracy']:.2f}%"
-        written += _draw(lambda p: confusion_figure(report["confusion_matrix"], report["labels"], p, title,
-                                                    report["unknown_per_class"]),
-                         fig, args.figs_dir, _figs_name(f"confusion_{s.key}", args.run, args.protocol))
-    print("\nwrote " + ", ".join(relative(p) for p in written))
+    output = resolve_default(args.output,
+                             default_out.with_name(default_out.stem + protocol_suffix(args.protocol) + ".json"))
+    scored = score_set_files(set_key, results, output, args.protocol, args.run, figs=not args.no_figs,
+                             figs_dir=args.figs_dir)
+    print(format_report(scored.report, f"{s.name} · {relative(results)}"))
+    print("\nwrote " + ", ".join(relative(p) for p in scored.written))
     return 0
 
 
@@ -161,36 +100,12 @@ def run_total(argv: list[str] | None = None) -> int:
 def score_all_sets(args: argparse.Namespace) -> int:
     paths = {key: resolve_default(getattr(args, key.replace(".", "_")), SETS[key].default_results_path(args.run))
              for key in SET_KEYS}
-    default_out = REPO_ROOT / "eval_total" / "results" / f"{args.run}_results{_suffix(args.protocol)}.json"
-    output = resolve_default(args.output, default_out)
-    _refuse_overwriting_inputs(output, list(paths.values()))
-
-    records = {key: load_results(path, SETS[key]) for key, path in paths.items()}
-    report = score_total(records, args.protocol)
-    report["results_files"] = {key: str(p) for key, p in paths.items()}
-    table = markdown_table(report["table"])
-    print(format_report(report, "FERBench total (pooled over the four sets)"))
-    print(f"\nmean of the per-set accuracies: {report['mean_set_accuracy']:.4f}\n")
-    print(table)
-    md, csv = _sibling(output, "_results", "_table", ".md"), _sibling(output, "_results", "_table", ".csv")
-    _write(write_json_atomic, output, report)
-    _write(write_text_atomic, md, table)
-    _write(write_text_atomic, csv, csv_table(report["table"]))
-    written = [output, md, csv]
-    if not args.no_figs:
-        from unifer.scoring.plots import accuracy_bars, confusion_figure
-
-        acc = report["overall"]["accuracy"]
-        written += _draw(lambda p: accuracy_bars(report["table"], p, "FERBench accuracy per set",
-                                                            divider_before=len(SET_KEYS)),
-                         _sibling(output, "_results", "_accuracy", ".png"), args.figs_dir,
-                         _figs_name("ferbench_accuracy", args.run, "paper"))
-        written += _draw(lambda p: confusion_figure(report["confusion_matrix"], report["labels"], p,
-                                                    f"FERBench total · {args.protocol} protocol · accuracy "
-                                                    f"{100 * acc:.2f}%", report["unknown_per_class"]),
-                         _sibling(output, "_results", "_confusion", ".png"), args.figs_dir,
-                         _figs_name("confusion_total", args.run, args.protocol))
-    print("wrote " + ", ".join(relative(p) for p in written))
+    output = resolve_default(args.output, total_results_path(DEFAULT_TOTAL_DIR, args.run, args.protocol))
+    scored = score_total_files(paths, output, args.protocol, args.run, figs=not args.no_figs, figs_dir=args.figs_dir)
+    print(format_report(scored.report, "FERBench total (pooled over the four sets)"))
+    print(f"\nmean of the per-set accuracies: {scored.report['mean_set_accuracy']:.4f}\n")
+    print(scored.table)
+    print("wrote " + ", ".join(relative(p) for p in scored.written))
     return 0
 
 

@@ -7,8 +7,6 @@ module only holds the pieces that make the same command line run on a GPU cluste
 - ``TrainerArgParser`` fixes the parsed flags *before* the config dataclasses are built, because transformers
   rejects ``bf16=True`` on a CPU-only machine already while constructing ``TrainingArguments``.
 - the data checks before training are ``unifer.train.preflight``'s (read and checked once per run);
-- ``lazy_image_dataset`` is a ``datasets.Dataset`` (GRPOTrainer accepts nothing else) whose rows carry the
-  record's fields plus a decoded 224×224 image, read through ``unifer.data.images.load_image`` only when a batch asks.
 """
 from __future__ import annotations
 
@@ -19,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unifer.errors import UniferError
-from unifer.infer.modeling import check_model_dir, cuda_available, pick_attn_implementation, pick_dtype
-from unifer.train.preflight import records_dataset, with_lazy_images
+from unifer.models.checkpoints import check_model_dir
+from unifer.models.device import cuda_available, pick_attn_implementation, pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -132,21 +130,7 @@ def parse_trainer_args(dataclass_types: Sequence[type], argv: list[str] | None =
     return parsed
 
 
-# -------------------------------------------------------------------------------------------------------- data
-def lazy_image_dataset(records: Sequence[dict], image_root: str | os.PathLike, data_path: str | os.PathLike,
-                       fields: Sequence[str], image_column: str = "image", image_field: str = "image_path"):
-    """A ``datasets.Dataset`` of ``fields`` + ``record_index``; reading a row adds ``image_column``: the decoded
-    224×224 RGB image (PIL). A file that fails to decode raises DataError naming the record."""
-    return with_lazy_images(records_dataset(records, fields), image_root, data_path, image_column, image_field)
-
-
 # ------------------------------------------------------------------------------------------------------ models
-def load_processor(model_path: str | os.PathLike, revision: str | None = None):
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(str(model_path), revision=revision)
-
-
 def load_vl_model(model_args, on_cuda: bool | None = None, training_args=None):
     """Qwen2.5-VL / Qwen2-VL through the Auto classes, in ``model_args.dtype`` (TRL's default float32, which is
     what the paper's run loaded before DeepSpeed's bf16 took over), with the attention for the dtype training
@@ -239,12 +223,3 @@ def setup_logging(main_process: bool = True) -> None:
 
 def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
-
-
-if __name__ == "__main__":  # the pre-flight alone, where the shell faces and tests have always called it
-    import sys
-
-    from unifer.errors import run_cli
-    from unifer.train.preflight import main
-
-    sys.exit(run_cli(main))

@@ -29,15 +29,16 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from unifer.data.images import IMAGE_SIZE
 from unifer.data.records import PAPER_IMAGE_ROOT
-from unifer.errors import DataError, UniferError, run_cli
 from unifer.data.sets import REPO_ROOT
+from unifer.errors import DataError, UniferError, run_cli
+from unifer.models.processors import load_processor
 from unifer.rewards import DEFAULT_REWARD_FUNCS, resolve_reward_funcs
 from unifer.train.recipes import GRPO_RECIPE
 from unifer.train.common import (
     resume_checkpoint,
     is_main_process,
-    load_processor,
     parse_trainer_args,
     peft_config_from,
     save_for_inference,
@@ -103,8 +104,8 @@ class GRPOPaperConfig(_base("GRPOConfig")):
 # ------------------------------------------------------------------------------------------------------ data
 def load_grpo_processor(model_path, revision, min_pixels: int, max_pixels: int):
     """The checkpoint's processor with the recipe's pixel bounds (the paper's are no-ops for 224×224 images, kept
-    for fidelity); None keeps the processor's own bound."""
-    processor = load_processor(model_path, revision=revision)
+    for fidelity); None keeps the processor's own bound. The PIL image processor: the paper's exact preprocessing."""
+    processor = load_processor(model_path, revision=revision, exact=True)
     size = dict(processor.image_processor.size or {})
     if min_pixels is not None:
         size["shortest_edge"] = min_pixels
@@ -120,7 +121,7 @@ def build_prompt(problem: str) -> list[dict]:
     return [{"role": "user", "content": problem}]
 
 
-def prompt_token_counts(problems: list[str], processor, image_size: int = 224) -> dict[str, int]:
+def prompt_token_counts(problems: list[str], processor, image_size: int = IMAGE_SIZE) -> dict[str, int]:
     """Prompt length in tokens (chat scaffolding + image tokens + problem) for each distinct problem.
 
     Special tokens bound the problem on both sides, so its tokens do not depend on the rest of the prompt: the

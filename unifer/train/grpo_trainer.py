@@ -95,6 +95,16 @@ def pixel_digest(tensor) -> str:
     return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
+def as_tensors(fields: dict) -> dict:
+    """The processor's multimodal fields as torch tensors. The PIL image processor (the paper's preprocessing,
+    ``unifer.models.processors``) returns numpy arrays where TRL's tokenization asks for no tensor type, and TRL's
+    generation passes only tensors on to ``generate`` (a numpy ``pixel_values`` would silently drop the image)."""
+    import numpy as np
+    import torch
+
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()}
+
+
 def image_digest(image) -> str:
     return hashlib.sha256(image.tobytes()).hexdigest()
 
@@ -128,6 +138,10 @@ def make_trainer_class():
             self.banned_ids = set(placeholder_token_ids(self.processing_class)) if image_pad_guard else set()
             self.trace_path = trace_images
             self._trace_paths: list[str] = []
+
+        def _tokenize_prompts(self, prompts):
+            prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+            return prompt_ids, images, as_tensors(fields)
 
         def _generate_and_score_completions(self, inputs):
             self._trace_paths = [x.get("image_path") for x in inputs]

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unifer.data.records import PAPER_IMAGE_ROOT
 from unifer.data.sets import REPO_ROOT
 from unifer.errors import UniferError
 from unifer.train.processes import Stopped, StopSignals, die_with_parent, stop_group, tee
@@ -61,7 +62,6 @@ STAGES = {
     "grpo": Stage("grpo", "unifer.train.grpo", "rlvr", "RLVR training data", "model/Qwen2.5-VL-7B-FER-COT-SFT-230K",
                   "data/UniFER_RLVR_360K.json", "model/Qwen2.5-VL-7B-FER-GRPO", "train_grpo", GRPO_RECIPE),
 }
-PAPER_IMAGE_ROOT = "/dataset/"
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -70,8 +70,9 @@ def env_value(environ, name: str) -> str:
     return environ.get(name, "") or ""
 
 
-def resolve_path(value: str, default: str, cwd: str | None = None) -> Path:
-    """A user's value is relative to the current directory; a default to the repository."""
+def setting_path(value: str, default: str, cwd: str | None = None) -> Path:
+    """A launcher setting's path: the user's value relative to the current directory (``cwd``), else ``default``
+    relative to the repository. (``unifer.data.sets.resolve_path`` resolves a user path alone.)"""
     if not value:
         return Path(default) if os.path.isabs(default) else REPO_ROOT / default
     return Path(value) if os.path.isabs(value) else Path(cwd or os.getcwd()) / value
@@ -154,7 +155,7 @@ def deepspeed_config(value: str, cwd: str | None = None) -> Path | None:
     """A config name (zero2, zero3, zero3_offload) or a JSON path; "" means none."""
     if not value:
         return None
-    path = CONFIGS_DIR / f"{value}.json" if value in DEEPSPEED_NAMES else resolve_path(value, "", cwd)
+    path = CONFIGS_DIR / f"{value}.json" if value in DEEPSPEED_NAMES else setting_path(value, "", cwd)
     if not path.is_file():
         raise UniferError(f"DeepSpeed config not found: {path}")
     return path
@@ -208,7 +209,7 @@ def plan(stage_name: str, extra_args: list[str], environ=os.environ, cwd: str | 
     stage = STAGES[stage_name]
     recipe = launch_settings(stage.recipe)
     env = dict(environ)
-    path = lambda name, default: resolve_path(env_value(environ, name), default, cwd)  # noqa: E731
+    path = lambda name, default: setting_path(env_value(environ, name), default, cwd)  # noqa: E731
     model, data = path("MODEL_PATH", stage.model), path("DATA_PATH", stage.data)
     image_root, output_dir = path("IMAGE_ROOT", PAPER_IMAGE_ROOT), path("OUTPUT_DIR", stage.output)
     images = env_value(environ, "PREFLIGHT_IMAGES") or "decode"

@@ -9,7 +9,7 @@ file again, so 8 ranks neither parse 230K records eight more times nor stat ever
 share one copy of the records through the page cache. Anything else (``python -m unifer.train.sft`` started by
 hand, a ``--dataset_name`` flag that overrides DATA_PATH, a file edited since) reads and checks the file itself.
 
-``python -m unifer.train.common --kind cot|rlvr --model M --data D --image_root R [--images decode|exist]`` runs
+``unifer train preflight --kind cot|rlvr --model M --data D --image_root R [--images decode|exist]`` runs
 the pre-flight alone (no torch: it answers in seconds).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from unifer.data.images import ImageLoadError, join_image_path, load_image
 from unifer.errors import DataError, UniferError
-from unifer.infer.modeling import check_model_dir
+from unifer.models.checkpoints import check_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Pre-flight alone: ``python -m unifer.train.common --kind cot --model M --data D --image_root R``."""
-    parser = argparse.ArgumentParser(prog="python -m unifer.train.common", description=main.__doc__)
+    """Pre-flight alone: ``unifer train preflight --kind cot --model M --data D --image_root R``."""
+    parser = argparse.ArgumentParser(prog="unifer train preflight", description=main.__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 import torch
 
 from unifer.data.records import PAPER_IMAGE_ROOT
-from unifer.errors import UniferError, run_cli
 from unifer.data.sets import REPO_ROOT
+from unifer.errors import UniferError, run_cli
+from unifer.models.processors import load_processor
 from unifer.train.recipes import SFT_RECIPE
 from unifer.train.common import (
     CheckpointWeightsMixin,
     is_main_process,
-    load_processor,
     load_vl_model,
     parse_trainer_args,
     peft_config_from,
@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
              script_args.image_root)
     dataset = with_lazy_images(records, script_args.image_root, script_args.dataset_name)
 
-    processor = load_processor(model_args.model_name_or_path, revision=model_args.model_revision)
+    # The PIL image processor: the paper's exact preprocessing (unifer.models.processors).
+    processor = load_processor(model_args.model_name_or_path, revision=model_args.model_revision, exact=True)
     model = load_vl_model(model_args, training_args=training_args)
     collator = CoTCollator(processor, assistant_only_loss=training_args.assistant_only_loss)
     # Our collator applies the mask. TRL reads the flag only while constructing the trainer (to swap in its own

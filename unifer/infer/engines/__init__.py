@@ -30,7 +30,7 @@ from pathlib import Path
 
 from unifer.errors import UniferError
 from unifer.infer.engines.base import GREEDY, Answer, Decoding, Engine, EngineDeadError, StreamingEngine
-from unifer.infer.modeling import cuda_available
+from unifer.models.device import cuda_available
 
 __all__ = ["GREEDY", "Answer", "Decoding", "Engine", "EngineDeadError", "StreamingEngine"]
 
