@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from unifer.infer.suite import answer_sets
 
     plans = allsets.plan_sets(args)
-    rc = answer_sets(args, plans)
+    rc = answer_sets(plans)
     if rc or args.shard:
         if args.shard and not rc:
             print("shard done; the sets are scored once every shard is merged (unifer ferbench run --merge)")
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     return score_run(plans, to_results_dir=bool(args.results_dir))
 
 
-def score_run(plans: dict[str, dict], to_results_dir: bool = False) -> int:
+def score_run(plans: dict, to_results_dir: bool = False) -> int:
     """Score every answered set under both protocols (metrics beside each results file) and, with all four, the
     total; print the total's table (per set and pooled, both protocols)."""
     import contextlib
@@ -42,8 +42,8 @@ def score_run(plans: dict[str, dict], to_results_dir: bool = False) -> int:
     from unifer.scoring.cli import score_all_sets, score_one_set
 
     keys = list(plans)
-    results = {key: plan["output"] for key, plan in plans.items()}
-    run_name = plans[keys[0]]["meta"]["run"]
+    results = {key: plan.output for key, plan in plans.items()}
+    run_name = plans[keys[0]].run_name
     common = dict(no_figs=False, figs_dir=None, run=run_name)
     log = io.StringIO()
     with contextlib.redirect_stdout(log):

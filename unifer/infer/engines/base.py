@@ -11,6 +11,9 @@ structured output (a JSON schema, a regular expression, or a closed list of choi
   ``seeds[i]`` seeds request ``i`` (a rerun, or another executor, asks the same); None leaves it to the engine.
 - ``close()``; ``name`` (the registry key) and ``local`` (True: ``model`` is a checkpoint directory here; False: a
   name an endpoint serves).
+- optional class attributes: ``prefers_length_sorted = True`` (requests are answered in padded batches, so the
+  stream hands them over sorted by prompt length), ``default_batch_size = N`` (items per ``generate`` call), and
+  ``Options`` (the engine's options dataclass: ``make_engine`` builds it from a dict, refusing unknown keys).
 
 A streaming engine (``StreamingEngine``) also answers a long stream of requests in its own scheduling and yields
 each answer as it finishes. An item that fails on its own comes back as ``Answer(error=reason)``; a failure of the
@@ -19,7 +22,7 @@ engine itself raises.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from unifer.errors import UniferError
@@ -33,7 +36,24 @@ class Answer(NamedTuple):
     tokens: int  # generated tokens, up to and including the first eos
     error: str | None = None
     usage: dict | None = None  # what an API reported (prompt_tokens, completion_tokens), where it did
-    stop_reason: str | None = None  # "stop" (an eos or stop string), "length" (the token budget), where known
+    stop_reason: str | None = None  # "stop" (an eos or stop string), "length" (the token budget), where known;
+    #                                 "unsent: WHY" — not asked at all (a run's request budget is spent)
+
+    @classmethod
+    def unsent(cls, why: str) -> Answer:
+        """A request the engine did not send (``why``: a spent budget): the item stays pending for a rerun."""
+        return cls("", 0, stop_reason=f"{UNSENT}{why}")
+
+    @property
+    def sent(self) -> bool:
+        return not (self.stop_reason or "").startswith(UNSENT)
+
+    @property
+    def unsent_reason(self) -> str | None:
+        return None if self.sent else self.stop_reason[len(UNSENT):]
+
+
+UNSENT = "unsent: "
 
 
 @dataclass(frozen=True)
@@ -116,8 +136,10 @@ class Engine(Protocol):
 
 @runtime_checkable
 class StreamingEngine(Engine, Protocol):
-    def stream(self, requests: Iterable[tuple[Any, Any, str]], window: int = 512) -> Iterator[tuple[Any, Answer]]:
-        """``requests`` yields (key, image, prompt); yields (key, answer) as each finishes, in any order."""
+    def stream(self, requests: Iterable[tuple[Any, Any, str]], window: int = 512, decoding: Decoding | None = None,
+               seeds: Iterable[int | None] | None = None) -> Iterator[tuple[Any, Answer]]:
+        """``requests`` yields (key, image, prompt); yields (key, answer) as each finishes, in any order; ``seeds``
+        (if given) yields one seed per request, in the requests' order."""
         ...
 
 
@@ -148,3 +170,39 @@ def seeds_for(seeds: Sequence[int | None] | None, count: int, decoding: Decoding
     if len(seeds) != count:
         raise UniferError(f"{len(seeds)} seeds for {count} requests")
     return seeds
+
+
+def user_turn(prompt: str, image: Any = None, kind: str = "image") -> dict:
+    """The paper's request as a chat message: ONE user turn, the image then the prompt (no system message of ours).
+    ``kind`` names the image part as the consumer wants it: ``image`` (a chat template's placeholder, or a PIL image
+    for a processor), ``image_pil`` (vLLM's chat), ``image_url`` (the OpenAI API: ``image`` is ``{"url": ...}``)."""
+    part: dict = {"type": kind}
+    if image is not None:
+        part[kind] = image
+    return {"role": "user", "content": [part, {"type": "text", "text": prompt}]}
+
+
+# -- options: one dataclass per engine, the one place its defaults are written ---------------------------------------
+
+def option(default: Any, help: str, flag: str | None = None, **flag_kwargs) -> Any:
+    """A field of an engine's options dataclass, with what its command-line flag needs (``help``; ``flag`` when it
+    is not ``--field-name``; ``choices``, ``type``, ``metavar``). Mutable defaults are copied per instance."""
+    meta = {"help": help, "flag": flag, **flag_kwargs}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def option_default(f) -> Any:
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def build_options(options_cls, values: dict | None, engine_name: str):
+    """``options_cls(**values)``, refusing in one line a key the engine does not take (none is silently dropped)."""
+    values = dict(values or {})
+    known = {f.name for f in fields(options_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UniferError(f"engine {engine_name} takes no option {', '.join(unknown)} (it takes: "
+                          f"{', '.join(sorted(known)) or 'none'})")
+    return options_cls(**values)

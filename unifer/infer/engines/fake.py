@@ -17,18 +17,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from unifer.errors import UniferError
-from unifer.infer.engines.base import Answer, Decoding, EngineDeadError, one_each, seeds_for
+from unifer.infer.engines.base import Answer, Decoding, EngineDeadError, one_each, option, seeds_for
 
 _CANDIDATES = re.compile(r"candidate labels:\s*(.+?)\.\s", re.S)
 
 
+def item_numbers(text: str) -> tuple[int, ...]:
+    """``--fake-fail-items 3,7`` → (3, 7)."""
+    return tuple(int(x) for x in str(text).split(",") if x.strip())
+
+
 @dataclass(frozen=True)
 class FakeOptions:
-    template: str = "<think>The face looks {label}.</think><answer>{label}</answer>"
-    fail_items: tuple[int, ...] = ()  # 1-based positions among all requests answered so far
-    engine_failure_at_call: int | None = None
-    stall_at_call: int | None = None
-    stall_seconds: float = 0.0
+    template: str = option("<think>The face looks {label}.</think><answer>{label}</answer>",
+                           "the fake engine's answer: {label} (a candidate label of the prompt) and {n} filled in",
+                           flag="--fake-template")
+    fail_items: tuple[int, ...] = option((), "1-based request numbers answered with an item error",
+                                         flag="--fake-fail-items", type=item_numbers, metavar="N,N")
+    engine_failure_at_call: int | None = option(None, "the generate call (1-based) at which the fake engine dies",
+                                                flag="--fake-engine-failure-at-call", type=int)
+    stall_at_call: int | None = option(None, "the generate call that first sleeps --fake-stall-seconds",
+                                       flag="--fake-stall-at-call", type=int)
+    stall_seconds: float = option(0.0, "how long that call sleeps", flag="--fake-stall-seconds")
+
+    def __post_init__(self):
+        object.__setattr__(self, "fail_items", tuple(self.fail_items))
 
 
 def candidate_labels(prompt: str) -> list[str]:
