@@ -16,7 +16,6 @@ from unifer.errors import UniferError
 from unifer.infer.engines import (ENGINES, Answer, Decoding, Engine, engine_class, generation_settings, make_engine,
                                   option_fields)
 from unifer.infer.engines.base import option_default
-from unifer.infer.engines.openai import image_data_url
 from unifer.infer.runner import build_parser
 from unifer.infer.runner import main as infer_main
 
@@ -212,3 +211,24 @@ def test_predict_takes_any_engine_through_the_plan(photos, tmp_path, capsys, mon
     assert row["response"] == FakeUpstream.answer_for(image["image_url"]["url"]) and req["max_tokens"] == 12
     assert text == {"type": "text", "text": question(get_set("rafdb"))}
     assert image["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.slow  # importing vLLM alone takes 15-50 s here
+def test_vllm_requests_carry_the_decoding(tiny_model):
+    """The vllm engine's request parameters, checked without starting vLLM: greedy exactly as every earlier run
+    (temperature 0, vLLM's seed 0), sampling with its n / seed / temperature / top_p, structured output as vLLM's
+    StructuredOutputsParams, an unknown extra field refused."""
+    vllm = pytest.importorskip("vllm")
+    from unifer.infer.engines.vllm import VLLMEngine
+
+    engine = object.__new__(VLLMEngine)  # only what params_for reads: no LLM started
+    engine.settings, engine._sampling_params_cls = generation_settings(tiny_model, 8), vllm.SamplingParams
+    greedy = engine.params_for(Decoding(max_new_tokens=8), None)
+    assert (greedy.temperature, greedy.seed, greedy.n, greedy.max_tokens) == (0.0, 0, 1, 8)
+    assert greedy.structured_outputs is None and greedy.detokenize is False
+    p = engine.params_for(SAMPLING.with_(n=3, regex="<answer>(a|b)</answer>"), 42)
+    assert (p.temperature, p.top_p, p.n, p.seed) == (1.0, 0.95, 3, 42)
+    assert p.structured_outputs.regex == "<answer>(a|b)</answer>"
+    assert engine.params_for(Decoding(choice=("a", "b")), None).structured_outputs.choice == ["a", "b"]
+    with pytest.raises(UniferError, match="Decoding.extra names no_such_field"):
+        engine.params_for(Decoding(extra={"no_such_field": 1}), None)

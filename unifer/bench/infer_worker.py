@@ -71,7 +71,8 @@ def _run_bare_vllm(args, records):
     from unifer.infer.engines import make_engine
 
     settings = generation_settings(args.model, args.max_new_tokens)
-    engine = make_engine("vllm", args.model, settings, {"dtype": args.dtype})  # only its LLM and sampling parameters are used
+    # only its LLM and sampling parameters are used
+    engine = make_engine("vllm", args.model, settings, {"dtype": args.dtype})
     llm, params, processor = engine.llm, engine.sampling_params, engine.processor
     ready = time.time()
     requests = [{"prompt": chat_prompt(processor, r["prompt"]),

@@ -123,7 +123,8 @@ class HFEngine:
         images, prompts = list(images), list(prompts)
         seeds = seeds_for(seeds, len(prompts), decoding)
         if not decoding.greedy:  # one request at a time, seeded: its samples depend on nothing else
-            return [self._answer_batch([img], [p], decoding, seed)[0] for img, p, seed in zip(images, prompts, seeds)]
+            return [self._answer_batch([img], [p], decoding, seed)[0]
+                    for img, p, seed in zip(images, prompts, seeds)]
         if not self.family.hf_batches and len(prompts) > 1:
             return [self._answer_batch([img], [p], decoding)[0] for img, p in zip(images, prompts)]
         return self._answer_batch(images, prompts, decoding)

@@ -4,9 +4,9 @@
 
 One request per item, the paper's request in the chat API's words: one user message holding the image (a base64
 data URL, lossless PNG by default, so a local server sees the very pixels the offline engines see) then the
-FERBench prompt; ``temperature=0`` (greedy, unless ``--temperature`` or a preset says otherwise), ``max_tokens`` = ``--max-new-tokens``, and whatever ``--extra-body``
-adds (vLLM's ``repetition_penalty``, for instance; a vLLM server also applies the checkpoint's
-generation_config by default).
+FERBench prompt; ``temperature=0`` (greedy, unless ``--temperature`` or a preset says otherwise),
+``max_tokens`` = ``--max-new-tokens``, and whatever ``--extra-body`` adds (vLLM's ``repetition_penalty``, for
+instance; a vLLM server also applies the checkpoint's generation_config by default).
 
 Robust by construction: ``concurrency`` requests in flight (threads; the official client is thread-safe), each
 with a timeout; a retryable failure (429, 408, 409, 5xx, a dropped connection, a timeout, a body that is not
@@ -209,7 +209,8 @@ class OpenAIEngine:
         self.decoding = decoding or Decoding(max_new_tokens=settings.max_new_tokens)
         o = options
         self.image_format, self.image_detail = o.image_format, o.image_detail
-        self.max_retries, self.retry_base_delay, self.retry_max_delay = o.max_retries, o.retry_base_delay, o.retry_max_delay
+        self.max_retries, self.retry_base_delay = o.max_retries, o.retry_base_delay
+        self.retry_max_delay = o.retry_max_delay
         self.extra_body = dict(o.extra_body)
         self.max_requests, self.max_tokens_budget = o.max_requests, o.max_tokens_budget
         key = read_api_key(o.api_key_env, o.base_url)
