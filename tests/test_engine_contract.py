@@ -83,6 +83,8 @@ def test_hf_refuses_structured_output_in_one_line(hf_engine, images, tiny_model)
         with pytest.raises(UniferError, match="engine hf has no structured output") as e:
             hf_engine.generate(images[:1], [PROMPT], Decoding(**structured))
         assert "\n" not in str(e.value)
+    with pytest.raises(UniferError, match=r"engine hf takes no engine-specific request fields \(Decoding.extra: x\)"):
+        hf_engine.generate(images[:1], [PROMPT], Decoding(extra={"x": 1}))
     with pytest.raises(UniferError, match="engine hf has no structured output"):
         make_engine("hf", tiny_model, generation_settings(tiny_model, 8), {}, Decoding(regex="x"))
 

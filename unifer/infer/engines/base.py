@@ -144,7 +144,7 @@ class StreamingEngine(Engine, Protocol):
 
 
 def check_decoding(engine_name: str, decoding: Decoding, *, sampling: bool = True, n: bool = True,
-                   structured: bool = True) -> None:
+                   structured: bool = True, extra: bool = True) -> None:
     """Refuse, in one line, a decoding the engine cannot apply (nothing is recorded and then dropped)."""
     if not sampling and not decoding.greedy:
         raise UniferError(f"engine {engine_name} decodes greedily only; it cannot sample (temperature "
@@ -153,6 +153,9 @@ def check_decoding(engine_name: str, decoding: Decoding, *, sampling: bool = Tru
         raise UniferError(f"engine {engine_name} answers one sample per request; n={decoding.n} is not supported")
     if not structured and decoding.structured:
         raise UniferError(f"engine {engine_name} has no structured output (json_schema / regex / choice)")
+    if not extra and decoding.extra:
+        raise UniferError(f"engine {engine_name} takes no engine-specific request fields (Decoding.extra: "
+                          f"{', '.join(sorted(decoding.extra))})")
 
 
 def one_each(engine_name: str, decoding: Decoding) -> None:

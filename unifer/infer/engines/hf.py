@@ -81,7 +81,7 @@ class HFEngine:
         on_cuda = cuda_available()
         self.settings, self.options = settings, options
         self.decoding = decoding or Decoding(max_new_tokens=settings.max_new_tokens)
-        check_decoding(self.name, self.decoding, structured=False)
+        check_decoding(self.name, self.decoding, structured=False, extra=False)
         self.family = family_of(model_dir)
         self.max_positions = max_positions(model_dir)
         self.dtype = pick_dtype(dtype, on_cuda)
@@ -119,7 +119,7 @@ class HFEngine:
         return [a[0] for a in self.sample(images, prompts, decoding, seeds)]
 
     def sample(self, images, prompts, decoding: Decoding, seeds=None) -> list[list[Answer]]:
-        check_decoding(self.name, decoding, structured=False)
+        check_decoding(self.name, decoding, structured=False, extra=False)
         images, prompts = list(images), list(prompts)
         seeds = seeds_for(seeds, len(prompts), decoding)
         if not decoding.greedy:  # one request at a time, seeded: its samples depend on nothing else
