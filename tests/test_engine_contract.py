@@ -102,6 +102,9 @@ def test_unknown_options_are_refused_in_one_line(tiny_model, tmp_path):
     # a flag of another engine is refused, not silently dropped
     with pytest.raises(UniferError, match="--concurrency is not an option of the hf engine"):
         infer_main(["--model", str(tiny_model), "--input", str(qa), "--concurrency", "8"], "rafdb")
+    with pytest.raises(UniferError, match="--attn-implementation is not an option of the openai engine"):
+        infer_main(["--engine", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--input", str(qa),
+                    "--attn-implementation", "eager"], "rafdb")
     mine = tmp_path / "presets.yaml"
     mine.write_text(f"p:\n  engine: hf\n  model: {tiny_model}\n  options: {{max_model_len: 9}}\n", encoding="utf-8")
     with pytest.raises(UniferError, match="preset 'p' sets max_model_len, which the hf engine does not take"):

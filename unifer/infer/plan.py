@@ -120,10 +120,11 @@ def options_for(engine: str, flags: Mapping, preset, **planned) -> dict:
     else (left out) the dataclass default; ``planned`` fills the fields the plan owns (image_size). A flag or a
     preset value the engine does not take is refused in one line."""
     own = option_fields(engine)
-    every = {k for e in ENGINES for k, f in option_fields(e).items() if not f.metadata.get("plan")}
-    foreign = sorted(k for k in every - set(own) if flags.get(k) not in (None, False))
+    every = {k: f.metadata.get("flag") or "--" + k.replace("_", "-")
+             for e in ENGINES for k, f in option_fields(e).items() if not f.metadata.get("plan")}
+    foreign = sorted(k for k in set(every) - set(own) if flags.get(k) not in (None, False))
     if foreign:
-        raise UniferError(f"--{foreign[0].replace('_', '-')} is not an option of the {engine} engine (it takes: "
+        raise UniferError(f"{every[foreign[0]]} is not an option of the {engine} engine (it takes: "
                           f"{', '.join(sorted(own))})")
     defaults = dict(preset.defaults) if preset else {}
     unknown = sorted(set(defaults) - set(own) - set(DECODING_FLAGS))
