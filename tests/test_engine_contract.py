@@ -237,3 +237,16 @@ def test_vllm_requests_carry_the_decoding(tiny_model):
     assert engine.params_for(Decoding(choice=("a", "b")), None).structured_outputs.choice == ["a", "b"]
     with pytest.raises(UniferError, match="Decoding.extra names no_such_field"):
         engine.params_for(Decoding(extra={"no_such_field": 1}), None)
+
+
+def test_items_that_all_fail_alone_stop_the_run_on_any_engine(photos, tmp_path):
+    qa = tmp_path / "qa.json"
+    labels = list(get_set("rafdb").labels)
+    qa.write_text(json.dumps([{"image_path": str(p.path), "true_label": labels[0], "prompt": PROMPT,
+                               "candidate_labels": labels} for p in photos[:17]]), encoding="utf-8")
+    out = tmp_path / "out.json"
+    with pytest.raises(UniferError, match=r"first 16 items all failed in the fake engine \(first: fake failure of "
+                                          r"request 1\)"):
+        infer_main(["--engine", "fake", "--model", "x", "--input", str(qa), "--output", str(out), "--image-root", "/",
+                    "--fake-fail-items", ",".join(str(n) for n in range(1, 21))], "rafdb")
+    assert not out.exists()
