@@ -78,6 +78,11 @@ def test_hf_samples_differ_from_each_other_and_from_greedy(hf_engine, images):
     assert len({a.text for a in samples}) > 1 and any(a.text != greedy.text for a in samples)
 
 
+def test_the_fake_engine_answers_a_choice_with_one_of_them(fake_engine, images):
+    answers = fake_engine.sample(images, [PROMPT] * 3, SAMPLING.with_(n=4, choice=("yes", "no")), seeds=[1, 2, 3])
+    assert {a.text for s in answers for a in s} <= {"yes", "no"}
+
+
 def test_hf_refuses_structured_output_in_one_line(hf_engine, images, tiny_model):
     for structured in ({"regex": r"<answer>\w+</answer>"}, {"choice": ("happy", "sad")}, {"json_schema": {}}):
         with pytest.raises(UniferError, match="engine hf has no structured output") as e:

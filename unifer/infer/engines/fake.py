@@ -4,8 +4,8 @@ nothing and answers in microseconds, as lm-evaluation-harness's ``dummy`` model 
 
 An answer is ``template`` with ``{label}`` (one of the prompt's candidate labels, picked by a hash of the image's
 pixels, the prompt, the seed and the sample's index — so it is the same on every run and differs between seeds)
-and ``{n}`` (the sample's index). Told to, it fails an item (``fail_items``: calls' 1-based item numbers answer an
-error), fails as an engine (``engine_failure_at_call``: that generate call raises a dead-engine error), or stalls
+and ``{n}`` (the sample's index); a ``Decoding`` with ``choice`` is answered with one of its choices. Told to,
+it fails an item (``fail_items``: calls' 1-based item numbers answer an error), fails as an engine (``engine_failure_at_call``: that generate call raises a dead-engine error), or stalls
 (``stall_at_call``: that call sleeps ``stall_seconds`` first).
 """
 from __future__ import annotations
@@ -75,10 +75,11 @@ class FakeEngine:
         self.seen.append((prompt, decoding, seed))
         if self.requests in self.options.fail_items:
             return Answer("", 0, error=f"fake failure of request {self.requests}")
-        labels = candidate_labels(prompt) or ["neutral"]
+        labels = list(decoding.choice or ()) or candidate_labels(prompt) or ["neutral"]
         h = hashlib.sha256(_pixels(image) + prompt.encode() + f"|{seed}|{index}|{decoding.temperature}".encode())
         label = labels[int.from_bytes(h.digest()[:8], "big") % len(labels)]
-        text = self.options.template.format(label=label, n=index)
+        # a closed list of choices is answered with one of them; the template otherwise
+        text = label if decoding.choice else self.options.template.format(label=label, n=index)
         words = text.split()
         stop = "stop"
         if len(words) > decoding.max_new_tokens:  # one "token" per word: the budget cuts the text
