@@ -1,10 +1,14 @@
 """Answering sets: one model load for any number of FERBench sets, every pending item in one stream.
 
-``answer_sets`` is what both faces run: ``eval_<set>/code/infer_unifer.py`` (one set, ``unifer.infer.runner``) and
-``eval_total/code/infer_unifer.py`` / ``unifer ferbench run`` (the four sets, or ``--sets``: ``unifer.infer.allsets``). Per set it keeps what a
-set's run always had — its progress file with its lock and run header, resume, ``--shard``, error items, the
-results file built from the progress file in input order — so the results of one run over four sets are
-byte-identical to those of four per-set runs with the same engine, dtype and greedy decoding.
+``answer_sets(plans)`` is what both faces run: ``eval_<set>/code/infer_unifer.py`` (one set,
+``unifer.infer.runner``) and ``eval_total/code/infer_unifer.py`` / ``unifer ferbench run`` (the four sets, or
+``--sets``: ``unifer.infer.allsets``), each handing over frozen ``RunPlan``s. Per set it keeps what a set's run
+always had — its progress file with its lock and run header, resume, ``--shard``, error items, the results file
+built from the progress file in input order — so the results of one run over four sets are byte-identical to those
+of four per-set runs with the same engine, dtype and greedy decoding. Its steps, one function each: merge shards
+(``merge_sets``), refuse or reuse finished results (``finished_results``), open the progress files
+(``open_set``), list what is pending (``pending_jobs``), answer it (``answer_jobs``), write the results
+(``write_results``) and report (``report_stop`` / ``report_done``).
 """
 from __future__ import annotations
 
