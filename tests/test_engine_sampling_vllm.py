@@ -37,10 +37,11 @@ def test_served_sampling_and_structured_output(served, photos):
     other = served.sample(images, prompts, two, seeds=[21, 22])
     assert [[a.text for a in s] for s in other] != [[a.text for a in s] for s in first]
 
+    # the budget leaves room for the longest answer in any tokenization a sampled path may take
     pattern = "<answer>(" + "|".join(LABELS) + ")</answer>"
-    forced = served.generate(images, prompts, Decoding(max_new_tokens=16, regex=pattern))
-    assert all(re.fullmatch(pattern, a.text) for a in forced), [a.text for a in forced]
-    sampled = served.sample(images[:1], prompts[:1], two.with_(regex=pattern, seed=5))
+    forced = served.generate(images, prompts, Decoding(max_new_tokens=48, regex=pattern))
+    assert all(re.fullmatch(pattern, a.text) and a.stop_reason == "stop" for a in forced), [a.text for a in forced]
+    sampled = served.sample(images[:1], prompts[:1], two.with_(max_new_tokens=48, regex=pattern, seed=5))
     assert all(re.fullmatch(pattern, a.text) for a in sampled[0]), [a.text for a in sampled[0]]
-    chosen = served.generate(images, prompts, Decoding(max_new_tokens=16, choice=LABELS))
+    chosen = served.generate(images, prompts, Decoding(max_new_tokens=48, choice=LABELS))
     assert all(a.text in LABELS for a in chosen), [a.text for a in chosen]

@@ -173,10 +173,11 @@ class EnginePlan:
         return default_batch_size(self.engine, engine_options(self.engine, self.options))
 
 
-def plan_engine(flags: Mapping, image_size: int | None = IMAGE_SIZE) -> EnginePlan:
+def plan_engine(flags: Mapping, image_size: int | None = IMAGE_SIZE, resolved: tuple | None = None) -> EnginePlan:
     """The engine a command line names (``--model`` / a preset / ``--engine``, the engine flags, the decoding
-    flags), every value checked in one line; nothing heavy loads."""
-    engine, model, preset = resolve_model(flags)
+    flags), every value checked in one line; nothing heavy loads. ``resolved``: ``resolve_model``'s answer, when
+    the caller has it already."""
+    engine, model, preset = resolved or resolve_model(flags)
     local = is_local(engine)
     options = options_for(engine, flags, preset, image_size=image_size)
     decoding = decoding_for(flags, preset)
@@ -259,10 +260,8 @@ def resolve_run(flags, set_key: str, input_path: Path | None = None, output: Pat
     (``vars(args)``; a Namespace is taken too). Returns the plan."""
     flags = flags if isinstance(flags, Mapping) else vars(flags)
     ferset = get_set(set_key)
-    image_size = parse_image_size(flags.get("image_size"))
-    chosen = plan_engine(flags, image_size)
-    engine, model, preset, local, options = chosen.engine, chosen.model, chosen.preset, chosen.local, chosen.options
-    decoding, settings = chosen.decoding, chosen.settings
+    resolved = resolve_model(flags)  # in the order of the checks: the model, its options, the input, the rest
+    options_for(resolved[0], flags, resolved[2])
     given_input = input_path or flags.get("input")
     input_path = resolve_path(given_input) if given_input else ferset.default_qa_path()
     records = load_records(input_path, "qa", hint="build it with python -m unifer ferbench build --image-root DIR")
@@ -271,6 +270,10 @@ def resolve_run(flags, set_key: str, input_path: Path | None = None, output: Pat
         if limit < 1:
             raise UniferError(f"--limit must be at least 1, got {limit}")
         records = records[:limit]
+    image_size = parse_image_size(flags.get("image_size"))
+    chosen = plan_engine(flags, image_size, resolved)
+    engine, model, preset, local, options = chosen.engine, chosen.model, chosen.preset, chosen.local, chosen.options
+    decoding, settings = chosen.decoding, chosen.settings
     shard = parse_shard(flags.get("shard"))
     if shard and flags.get("merge"):
         raise UniferError("--merge combines the shards; run it without --shard")
