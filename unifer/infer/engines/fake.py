@@ -5,7 +5,8 @@ nothing and answers in microseconds, as lm-evaluation-harness's ``dummy`` model 
 An answer is ``template`` with ``{label}`` (one of the prompt's candidate labels, picked by a hash of the image's
 pixels, the prompt, the seed and the sample's index — so it is the same on every run and differs between seeds)
 and ``{n}`` (the sample's index); a ``Decoding`` with ``choice`` is answered with one of its choices. Told to,
-it fails an item (``fail_items``: calls' 1-based item numbers answer an error), fails as an engine (``engine_failure_at_call``: that generate call raises a dead-engine error), or stalls
+it fails an item (``fail_items``: calls' 1-based item numbers answer an error), fails as an engine
+(``engine_failure_at_call``: that generate call raises a dead-engine error), or stalls
 (``stall_at_call``: that call sleeps ``stall_seconds`` first).
 """
 from __future__ import annotations
