@@ -2,7 +2,6 @@
 stream over the four sets, per-set results byte-identical to the four per-set scripts', resume per set."""
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
@@ -11,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from unifer.data.sets import REPO_ROOT, SET_KEYS, get_set
-from unifer.infer import allsets, hf_engine
+from unifer.infer import allsets
+from unifer.infer.engines import EngineDeadError
 from unifer.infer.runner import main as infer_main
 
 TOKENS = 12
@@ -61,50 +61,37 @@ def per_set(tiny_model, qa_dir, tmp_path_factory) -> dict[str, bytes]:
 
 
 def test_one_process_writes_the_per_set_scripts_bytes_with_one_model_load(tiny_model, qa_dir, per_set, tmp_path,
-                                                                          monkeypatch, capsys):
-    loads = []
-    real = hf_engine.HFEngine.__init__
-
-    @functools.wraps(real)  # make_engine reads the signature to choose the options it passes
-    def counted(self, *a, **kw):
-        loads.append(1)
-        real(self, *a, **kw)
-
-    monkeypatch.setattr(hf_engine.HFEngine, "__init__", counted)
+                                                                          capsys):
     assert allsets.main(_flags(tiny_model, "--batch-size", 3, "--qa-dir", qa_dir, "--results-dir", tmp_path)) == 0
-    assert len(loads) == 1
+    said = capsys.readouterr()
+    assert said.err.count("loading ") == 1, said.err  # the one model load (suite.answer_jobs says it)
     for key in SET_KEYS:
         assert (tmp_path / get_set(key).default_results_path().name).read_bytes() == per_set[key], key
     ferplus = json.loads((tmp_path / get_set("ferplus").default_results_path().name).read_text())
     assert ferplus[-1]["error"] is True and "broken.jpg" in ferplus[-1]["model_response"]
     assert not list(tmp_path.glob("*.progress.jsonl"))
-    assert "4 sets, one model load" in capsys.readouterr().out
+    assert "4 sets, one model load" in said.out
 
 
-class EngineDeadError(RuntimeError):
-    """Named as vLLM's: an engine failure (unifer.infer.engines.is_engine_failure), not one item's."""
+def _fake(*extra):
+    return ["--engine", "fake", "--model", "tiny", "--run", "unifer_7b", "--image-root", "/", *map(str, extra)]
 
 
-def test_a_run_that_dies_midway_resumes_every_set_to_the_same_bytes(tiny_model, qa_dir, per_set, tmp_path,
-                                                                    monkeypatch):
-    calls = {"n": 0}
-    real = hf_engine.HFEngine.generate
-
-    def dying(self, images, prompts):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise EngineDeadError("worker died")  # an engine failure: the run stops, what finished is kept
-        return real(self, images, prompts)
-
-    monkeypatch.setattr(hf_engine.HFEngine, "generate", dying)
-    with pytest.raises(EngineDeadError, match="worker died"):
-        allsets.main(_flags(tiny_model, "--batch-size", 2, "--qa-dir", qa_dir, "--results-dir", tmp_path))
-    kept = {p.name: p.read_text().count('"index"') for p in tmp_path.glob("*.progress.jsonl")}
+def test_a_run_that_dies_midway_resumes_every_set_to_the_same_bytes(qa_dir, tmp_path):
+    """The fake engine dies at its 4th generate call (an engine failure: the run stops, what finished is kept);
+    the rerun finishes every set with the bytes of a run that never died."""
+    clean = tmp_path / "clean"
+    assert allsets.main(_fake("--batch-size", 2, "--qa-dir", qa_dir, "--results-dir", clean)) == 0
+    out = tmp_path / "out"
+    with pytest.raises(EngineDeadError, match="fake engine died at call 4"):
+        allsets.main(_fake("--batch-size", 2, "--qa-dir", qa_dir, "--results-dir", out,
+                           "--fake-engine-failure-at-call", 4))
+    kept = {p.name: p.read_text().count('"index"') for p in out.glob("*.progress.jsonl")}
     assert sum(kept.values()) >= 6, kept  # three batches of two were recorded before the failure
-    monkeypatch.setattr(hf_engine.HFEngine, "generate", real)
-    assert allsets.main(_flags(tiny_model, "--batch-size", 2, "--qa-dir", qa_dir, "--results-dir", tmp_path)) == 0
+    assert allsets.main(_fake("--batch-size", 2, "--qa-dir", qa_dir, "--results-dir", out)) == 0
     for key in SET_KEYS:
-        assert (tmp_path / get_set(key).default_results_path().name).read_bytes() == per_set[key], key
+        name = get_set(key).default_results_path().name
+        assert (out / name).read_bytes() == (clean / name).read_bytes(), key
 
 
 def test_shards_of_the_four_sets_merge_to_the_same_bytes(tiny_model, qa_dir, per_set, tmp_path):

@@ -211,14 +211,15 @@ def test_presets_cover_the_families_and_fill_the_run(tiny_model, tmp_path):
                     "  request: {max_new_tokens: 3}\n", encoding="utf-8")
     args = ["--model", "my-tiny", "--presets", str(mine), "--input", str(q)]
     plan = resolve_run(build_parser("rafdb").parse_args(args), "rafdb")
-    assert plan["engine"] == "hf" and plan["model"] == tiny_model and plan["settings"].max_new_tokens == 3
-    assert plan["output"] == REPO_ROOT / "eval_rafdb" / "results" / "rafdb_my_tiny_results.json"
-    assert plan["meta"]["display_name"] == "My tiny" and plan["meta"]["preset"] == "my-tiny"
+    assert plan.engine == "hf" and plan.model == tiny_model and plan.settings.max_new_tokens == 3
+    assert plan.output == REPO_ROOT / "eval_rafdb" / "results" / "rafdb_my_tiny_results.json"
+    assert plan.meta()["display_name"] == "My tiny" and plan.meta()["preset"] == "my-tiny"
     plan = resolve_run(build_parser("rafdb").parse_args(args + ["--max-new-tokens", "5", "--run", "x"]), "rafdb")
-    assert plan["settings"].max_new_tokens == 5 and plan["output"].name == "rafdb_x_results.json"
+    assert plan.settings.max_new_tokens == 5 and plan.output.name == "rafdb_x_results.json"
     # Without --model the paper's file names stay; a checkpoint path names the run after its folder.
     plain = resolve_run(build_parser("rafdb").parse_args(["--model", str(tiny_model), "--input", str(q)]), "rafdb")
-    assert plain["output"].name == f"rafdb_{tiny_model.name.replace('-', '_').replace('.', '_')}_results.json"
-    assert plain["run"] == {k: plain["run"][k] for k in ("model", "model_fingerprint", "input", "input_sha256",
-                                                        "image_root", "engine", "dtype", "max_new_tokens", "shard")}
-    assert meta_path(plain["output"]).name.endswith("_results.meta.json")
+    assert plain.output.name == f"rafdb_{tiny_model.name.replace('-', '_').replace('.', '_')}_results.json"
+    header = plain.header()
+    assert header == {k: header[k] for k in ("model", "model_fingerprint", "input", "input_sha256",
+                                             "image_root", "engine", "dtype", "max_new_tokens", "shard")}
+    assert meta_path(plain.output).name.endswith("_results.meta.json")

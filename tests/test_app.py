@@ -62,7 +62,8 @@ def test_app_shows_what_predict_answers(tiny_model, tmp_path):
          "--max-new-tokens", str(MAX_NEW_TOKENS), "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        engine = open_engine("hf", tiny_model, MAX_NEW_TOKENS, "float32")
+        engine = open_engine({"engine": "hf", "model": str(tiny_model), "max_new_tokens": MAX_NEW_TOKENS,
+                              "dtype": "float32"})
         expected = Predictor(engine, get_set("rafdb")).predict(load_photo(photo), photo.name)
         engine.close()
         assert len(expected) == 1

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import unifer.infer.engines as engines
-import unifer.infer.hf_engine as hf_engine
+import unifer.infer.engines.hf as hf_engine
 import unifer.models.device as device
 import unifer.train.common as common
 from unifer.models.device import pick_attn_implementation
@@ -102,7 +102,7 @@ def test_float32_loads_with_sdpa_where_flash_attn_would_be_chosen(gpu_with_flash
     from trl import ModelConfig
 
     settings = engines.generation_settings(tiny_model, max_new_tokens=4)
-    engine = hf_engine.HFEngine(tiny_model, settings, dtype="float32", attn="auto")
+    engine = hf_engine.HFEngine(tiny_model, settings, hf_engine.HFOptions(dtype="float32", attn="auto"))
     assert engine.model.config._attn_implementation == "sdpa" and engine.model.dtype == torch.float32
     model_args = ModelConfig(model_name_or_path=str(tiny_model), dtype="float32", attn_implementation="auto")
     model = common.load_vl_model(model_args, training_args=SimpleNamespace(bf16=False, fp16=False))

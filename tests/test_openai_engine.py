@@ -14,7 +14,7 @@ import pytest
 from unifer.data.images import load_image
 from unifer.data.sets import get_set
 from unifer.errors import UniferError
-from unifer.infer.openai_engine import KeyScrubber, backoff_delay, image_data_url, parse_retry_after
+from unifer.infer.engines.openai import KeyScrubber, backoff_delay, image_data_url, parse_retry_after
 from unifer.infer.runner import main as infer_main
 
 pytest.importorskip("openai")

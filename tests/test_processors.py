@@ -45,15 +45,15 @@ def test_the_exact_processor_is_the_pil_one_and_equals_the_papers_numpy_exactly(
 def test_the_faithful_paths_load_the_pil_processor(tiny_model):
     import torch
 
-    from unifer.infer.hf_engine import HFEngine
     from unifer.infer.engines import generation_settings
+    from unifer.infer.engines.hf import HFEngine, HFOptions
     from unifer.train.grpo import load_grpo_processor
 
     assert exact_preprocessing(torch.float32) and exact_preprocessing("float32")
     assert not exact_preprocessing(torch.bfloat16) and not exact_preprocessing("bfloat16")
     grpo = load_grpo_processor(tiny_model, None, 3136, 501760)
     assert type(grpo.image_processor).__name__ == "Qwen2VLImageProcessorPil"
-    engine = HFEngine(tiny_model, generation_settings(tiny_model, max_new_tokens=4), dtype="float32")
+    engine = HFEngine(tiny_model, generation_settings(tiny_model, max_new_tokens=4), HFOptions(dtype="float32"))
     assert type(engine.processor.image_processor).__name__ == "Qwen2VLImageProcessorPil"
 
 

@@ -9,7 +9,7 @@ from helpers import PY, REPO, dump, heavy_imports, make_records, one_clear_line,
 @pytest.mark.parametrize("argv,fragment", [
     (["-m", "unifer", "infer", "--set", "ckplus"],
      "argument --set: invalid choice: 'ckplus' (choose from 'rafdb', 'ferplus', 'affectnet', 'sfew_2.0')"),
-    (["eval_rafdb/code/infer_unifer.py", "--engine", "onnx"], "invalid choice: 'onnx' (choose from 'hf', 'vllm', 'openai')"),
+    (["eval_rafdb/code/infer_unifer.py", "--engine", "onnx"], "invalid choice: 'onnx' (choose from 'hf', 'vllm', 'openai', 'fake')"),
     (["eval_rafdb/code/infer_unifer.py", "--dtype", "int8"], "(choose from 'auto', 'bfloat16', 'float16', 'float32')"),
     (["eval_rafdb/code/infer_unifer.py", "--batch-size", "two"], "argument --batch-size: invalid int value: 'two'"),
     (["eval_rafdb/code/eval_unifer.py", "--protocol", "lax"], "invalid choice: 'lax' (choose from 'paper', 'strict')"),

@@ -55,7 +55,8 @@ def _error_line(stderr: str) -> str:
 
 @pytest.mark.slow
 def test_disk_full_during_inference_keeps_every_finished_item_and_resumes_to_the_same_bytes(
-        tiny_model, small_disk, tmp_path, monkeypatch):
+        small_disk, tmp_path, monkeypatch):
+    """The fake engine answers (deterministic, milliseconds): what is checked is the disk handling around it."""
     from unifer.infer.runner import main as infer_main
     from unifer.infer.progress import progress_path, read_progress
 
@@ -63,8 +64,8 @@ def test_disk_full_during_inference_keeps_every_finished_item_and_resumes_to_the
     for i in range(len(records)):
         save_png(tmp_path / "faces" / f"{i}.png", halves(left=(20 * i, 100, 50)))
     qa = dump(tmp_path / "qa.json", records)
-    args = ["--model", str(tiny_model), "--input", str(qa), "--image-root", str(tmp_path), "--max-new-tokens", "4",
-            "--dtype", "float32", "--batch-size", "2"]
+    args = ["--engine", "fake", "--model", "tiny", "--input", str(qa), "--image-root", str(tmp_path),
+            "--max-new-tokens", "4", "--batch-size", "2"]
     reference = tmp_path / "reference.json"
     assert cli_in_process(lambda a: infer_main(a, "rafdb"), args + ["--output", str(reference)])[0] == 0
 

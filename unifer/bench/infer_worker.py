@@ -70,10 +70,11 @@ def _run_bare_vllm(args, records):
     """One ``LLM.generate`` over every request, the engine configured exactly as our vllm engine configures it."""
     from unifer.data.images import join_image_path, load_image
     from unifer.infer.engines import chat_prompt, generation_settings
-    from unifer.infer.vllm_engine import VLLMEngine
+    from unifer.infer.engines import make_engine
 
     settings = generation_settings(args.model, args.max_new_tokens)
-    engine = VLLMEngine(args.model, settings, dtype=args.dtype)  # only its LLM and sampling parameters are used
+    # only its LLM and sampling parameters are used
+    engine = make_engine("vllm", args.model, settings, {"dtype": args.dtype})
     llm, params, processor = engine.llm, engine.sampling_params, engine.processor
     ready = time.time()
     requests = [{"prompt": chat_prompt(processor, r["prompt"]),
@@ -93,6 +94,7 @@ def _run_engine(args, records):
     the moment the model is ready and counts the tokens each response used."""
     from unifer.infer import runner as infer
     from unifer.infer import suite
+    from unifer.infer.engines import StreamingEngine
 
     lengths: list[int] = []
     marks: dict = {}
@@ -102,14 +104,14 @@ def _run_engine(args, records):
         engine = real_make_engine(*a, **kw)
         real_generate = engine.generate
 
-        def counting_generate(images, prompts):
-            answers = real_generate(images, prompts)
+        def counting_generate(images, prompts, *rest, **kw):
+            answers = real_generate(images, prompts, *rest, **kw)
             lengths.extend(a.tokens for a in answers)
             marks["last_answer"] = time.time()  # the end of the generation phase (not the engine's shutdown)
             return answers
 
         engine.generate = counting_generate
-        if hasattr(engine, "stream"):
+        if isinstance(engine, StreamingEngine):
             real_stream = engine.stream
 
             def counting_stream(requests, **kw):

@@ -16,6 +16,7 @@ from pathlib import Path
 from unifer.data.images import join_image_path, load_image
 from unifer.data.jsonio import write_json_atomic
 from unifer.data.sets import SETS
+from unifer.infer.engines.base import user_turn
 
 #: <|im_end|> and <|endoftext|>: generation stops at either (the checkpoints' generation_config).
 STOP_IDS = (151645, 151643)
@@ -81,7 +82,7 @@ def generated_length(token_ids, stop_ids=STOP_IDS) -> int:
 
 def paper_messages(prompt: str) -> list[dict]:
     """The paper's request: one user turn, the image then the item's prompt, no system message of its own."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    return [user_turn(prompt)]
 
 
 def paper_loop(model, processor, records: list[dict], max_new_tokens: int, image_root: str = "/",

@@ -11,23 +11,20 @@ from pathlib import Path
 
 from unifer.data.sets import SET_KEYS, get_set, resolve_path
 from unifer.errors import UniferError, run_cli
-from unifer.infer.plan import resolve_run
+from unifer.infer.plan import RunPlan, resolve_run
 from unifer.infer.runner import add_arguments as add_inference_arguments
 from unifer.infer.suite import answer_sets
 
 
-def plan_sets(args) -> dict[str, dict]:
+def plan_sets(args) -> dict[str, RunPlan]:
     """Every chosen set's plan (model, records, output, run header), all checked before anything heavy loads. The
     results go where each set's own script would write them, or into ``--results-dir`` under the same names."""
     keys, qa_dir, results_dir = chosen_sets(args)
+    flags = {**vars(args), "input": None, "output": None}
     plans = {}
     for key in keys:
-        s = get_set(key)
-        ns = argparse.Namespace(**{**vars(args), "input": qa_dir / s.qa_filename if qa_dir else None, "output": None})
-        plan = resolve_run(ns, key)
-        if results_dir is not None:
-            plan["output"] = results_dir / plan["output"].name
-        plans[key] = plan
+        plan = resolve_run(flags, key, input_path=qa_dir / get_set(key).qa_filename if qa_dir else None)
+        plans[key] = plan.with_output(results_dir / plan.output.name) if results_dir is not None else plan
     return plans
 
 
@@ -56,7 +53,7 @@ def chosen_sets(args) -> tuple[list[str], Path | None, Path | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    return answer_sets(args, plan_sets(args))
+    return answer_sets(plan_sets(args))
 
 
 def main(argv: list[str] | None = None) -> int:

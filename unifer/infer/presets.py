@@ -19,7 +19,7 @@ from unifer.errors import UniferError
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 _FIELDS = {"display", "engine", "model", "hub_id", "run", "base_url", "api_key_env", "request", "options", "checked"}
-_REQUEST_FIELDS = {"max_new_tokens", "temperature", "image_format", "image_detail", "extra_body"}
+_REQUEST_FIELDS = {"max_new_tokens", "temperature", "top_p", "seed", "image_format", "image_detail", "extra_body"}
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ import argparse
 from unifer.data.images import IMAGE_SIZE
 from unifer.data.sets import DEFAULT_RUN_NAME, SET_KEYS, get_set
 from unifer.errors import run_cli
-from unifer.infer.engines import ENGINES
-from unifer.infer.plan import DEFAULT_MAX_NEW_TOKENS, resolve_run
+from unifer.infer.engines import ENGINES, add_decoding_arguments, add_option_arguments
+from unifer.infer.plan import resolve_run
 
 
 def describe(set_key: str | None = None) -> str:
@@ -66,18 +66,10 @@ def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None, paths
     ap.add_argument("--batch-size", type=int, default=None,
                     help="items per generate call (default: hf 16 on GPU / 4 on CPU; vllm 256 / 16); "
                          "1 with --dtype float32 is the paper's loop")
-    ap.add_argument("--max-new-tokens", type=int, default=None,
-                    help=f"new-token budget (default {DEFAULT_MAX_NEW_TOKENS}, the paper's; a preset may set another)")
+    add_decoding_arguments(ap)
     ap.add_argument("--image-size", default=None, metavar="N|native",
                     help=f"images resized to N×N ({IMAGE_SIZE}, the paper's, is the default for every model, so runs "
                          "compare), or native: as decoded (the processor then sizes them its own way)")
-    ap.add_argument("--trust-remote-code", action="store_true",
-                    help="let a checkpoint run its own Python code (MiniCPM-V ...); off unless given: read it first")
-    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
-                    help="auto: bfloat16 on CUDA, float32 on CPU (the paper ran float32)")
-    ap.add_argument("--attn-implementation", default="auto",
-                    help="hf engine: auto (flash_attention_2 on GPU in bfloat16/float16 where installed, else "
-                         "sdpa; float32 always sdpa), sdpa, eager")
     ap.add_argument("--limit", type=int, default=None, help="answer only the first N items")
     ap.add_argument("--overwrite", action="store_true", help="start fresh, discarding earlier progress")
     ap.add_argument("--retry-errors", action="store_true",
@@ -85,14 +77,7 @@ def add_arguments(ap: argparse.ArgumentParser, set_key: str | None = None, paths
     ap.add_argument("--shard", default=None, metavar="I/N", help="answer every N-th item from I (0 <= I < N)")
     ap.add_argument("--merge", action="store_true",
                     help="only merge finished shard progress files into the results file (same arguments, no --shard)")
-    vl = ap.add_argument_group("vllm engine")
-    vl.add_argument("--tensor-parallel-size", type=int, default=None, help="(default 1)")
-    vl.add_argument("--gpu-memory-utilization", type=float, default=None, help="(default 0.9)")
-    vl.add_argument("--max-model-len", type=int, default=None,
-                    help="prompt + answer tokens (default 4096; about 250 + 1024 are needed)")
-    from unifer.infer.openai_engine import add_engine_arguments
-
-    add_engine_arguments(ap)  # the "openai engine" group
+    add_option_arguments(ap)  # every engine's options, generated from its options dataclass
 
 
 def main(argv: list[str] | None = None, set_key: str | None = None) -> int:
@@ -103,7 +88,7 @@ def run(args: argparse.Namespace, set_key: str | None = None) -> int:
     set_key = set_key or args.set
     from unifer.infer.suite import answer_sets
 
-    return answer_sets(args, {set_key: resolve_run(args, set_key)})
+    return answer_sets({set_key: resolve_run(vars(args), set_key)})
 
 
 def cli(set_key: str | None = None, argv: list[str] | None = None) -> int:

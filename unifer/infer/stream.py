@@ -3,26 +3,29 @@
 An item is a ``Job`` (which set, which record, which image). ``stream_answers`` decodes the images ahead in a thread
 (Pillow releases the GIL), turns an unreadable image into an error item at once, and hands the rest to the engine:
 
-- an engine with ``stream(requests)`` (vLLM) gets a window of requests far larger than one batch and answers them
-  in its own continuous batching, returning each request as it finishes — a long answer no longer holds back the
-  rest of its batch;
-- any other engine (hf, openai) gets ``generate`` calls of ``batch_size`` items; hf's items come sorted by prompt
-  length, so a batch pads little (answers do not depend on the batch: see ``unifer.infer.engines``).
+- a ``StreamingEngine`` (vLLM) gets a window of requests far larger than one batch and answers them in its own
+  continuous batching, returning each request as it finishes — a long answer no longer holds back the rest of its
+  batch;
+- any other engine (hf, openai, fake) gets ``generate`` calls of ``batch_size`` items; an engine that
+  ``prefers_length_sorted`` (hf) gets them sorted by prompt length, so a batch pads little (answers do not depend
+  on the batch: see ``unifer.infer.engines``).
+
+An answer the engine did not send (``Answer.unsent``: a budget spent) leaves its item pending and ends the stream;
+``stats["stopped"]`` says why.
 
 Results come back as ``(job, result_record)``; the caller records them (progress files) in small groups.
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import sys
-
 from unifer.data.images import IMAGE_SIZE, ImageLoadError, join_image_path, load_image
 from unifer.errors import UniferError
-from unifer.infer.engines import Answer, describe_error, is_engine_failure
+from unifer.infer.engines import Answer, StreamingEngine, describe_error, is_engine_failure
 
 #: Requests a streaming engine holds at once: enough to keep its scheduler full, few enough to bound memory.
 STREAM_WINDOW = 512
@@ -52,8 +55,9 @@ class Job:
 
 
 def order_for(engine, jobs: list[Job]) -> list[Job]:
-    """hf: shortest prompts first (stable, so one set keeps its order); others: as given."""
-    if getattr(engine, "name", "") == "hf":
+    """Shortest prompts first for an engine that ``prefers_length_sorted`` (stable, so one set keeps its order);
+    as given for the others."""
+    if getattr(engine, "prefers_length_sorted", False):
         return sorted(jobs, key=lambda j: len(j.record["prompt"]))
     return jobs
 
@@ -131,11 +135,11 @@ def stream_answers(engine, jobs: list[Job], batch_size: int, stats: dict | None 
     """Answer every job; yield ``(job, result record)`` as each finishes (error items included).
     ``stats`` (if given) accumulates ``tokens``, ``usage`` (API token counts) and ``answered``."""
     stats = stats if stats is not None else {}
-    for k, v in (("tokens", 0), ("answered", 0), ("failed_alone", []), ("usage", {})):
+    for k, v in (("tokens", 0), ("answered", 0), ("failed_alone", []), ("usage", {}), ("stopped", None)):
         stats.setdefault(k, v)
     stats["engine"] = getattr(engine, "name", "the")
     decoded = decode_ahead(order_for(engine, jobs), image_size)
-    if hasattr(engine, "stream"):
+    if isinstance(engine, StreamingEngine):
         yield from _streamed(engine, decoded, stats, batch_size)
         return
     batch: list[tuple[Job, object]] = []
@@ -147,7 +151,8 @@ def stream_answers(engine, jobs: list[Job], batch_size: int, stats: dict | None 
             raise _engine_failure(engine, e, batch_size) from None
         out = []
         for (job, _), answer in zip(batch, answers):
-            if answer is None:  # not sent: the engine's budget is spent (openai); the item stays pending
+            if not answer.sent:  # not sent (a budget spent): the item stays pending, the stream ends
+                stats["stopped"] = stats["stopped"] or answer.unsent_reason
                 continue
             _count(stats, answer)
             out.append((job, job.answered(answer)))
@@ -161,7 +166,7 @@ def stream_answers(engine, jobs: list[Job], batch_size: int, stats: dict | None 
         batch.append((job, image))
         if len(batch) >= batch_size:
             yield from flush()
-            if getattr(engine, "stop_reason", None):  # a budget is spent: stop cleanly, everything kept
+            if stats["stopped"]:  # a budget is spent: stop cleanly, everything kept
                 return
     if batch:
         yield from flush()
@@ -181,6 +186,9 @@ def _streamed(engine, decoded, stats: dict, batch_size: int) -> Iterator[tuple[J
         for job, answer in engine.stream(requests(), window=STREAM_WINDOW):
             while errors:
                 yield errors.pop(0)
+            if not answer.sent:
+                stats["stopped"] = stats["stopped"] or answer.unsent_reason
+                continue
             _count(stats, answer)
             yield job, job.answered(answer)
     except UniferError:

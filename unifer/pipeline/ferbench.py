@@ -26,15 +26,15 @@ def run(args: argparse.Namespace) -> int:
     from unifer.infer.suite import answer_sets
 
     plans = allsets.plan_sets(args)
-    rc = answer_sets(args, plans)
+    rc = answer_sets(plans)
     if rc or args.shard:
         if args.shard and not rc:
             print("shard done; the sets are scored once every shard is merged (unifer ferbench run --merge)")
         return rc
     keys = list(plans)
-    results = {key: plan["output"] for key, plan in plans.items()}
+    results = {key: plan.output for key, plan in plans.items()}
     total_dir = results[keys[0]].parent if args.results_dir else DEFAULT_TOTAL_DIR
-    scores = score_run(results, plans[keys[0]]["meta"]["run"], total_dir)
+    scores = score_run(results, plans[keys[0]].run_name, total_dir)
     if scores.table is None:
         print(f"scored {', '.join(SETS[k].name for k in keys)}: metrics beside each results file")
         return 0

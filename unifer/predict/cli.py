@@ -9,34 +9,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
 
-from unifer.data.images import ImageLoadError
-from unifer.data.sets import DEFAULT_MAX_NEW_TOKENS, REPO_ROOT
+from unifer.data.images import IMAGE_SIZE, ImageLoadError
 from unifer.errors import UniferError
-from unifer.infer.engines import ENGINES, default_batch_size
-from unifer.predict.core import (DEFAULT_MARGIN, Predictor, annotate, load_photo, open_engine, photo_paths, reasoning,
+from unifer.infer.engines import ENGINES, add_decoding_arguments, add_option_arguments
+from unifer.infer.plan import plan_engine
+from unifer.predict.core import (DEFAULT_MARGIN, Predictor, annotate, load_photo, photo_paths, reasoning,
                                  resolve_labels)
-
-DEFAULT_MODEL = REPO_ROOT / "model" / "UniFER-7B"
 
 
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:
-    """The flags ``unifer predict`` and ``unifer app`` share."""
+    """The flags ``unifer predict`` and ``unifer app`` share: the engine is chosen as ``unifer infer`` chooses it."""
     ap.add_argument("--model", default=None,
-                    help="checkpoint directory (default: $UNIFER_MODEL, else model/UniFER-7B in the repository)")
-    ap.add_argument("--engine", choices=ENGINES, default="hf", help="inference engine (default hf)")
-    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
-                    help="auto: bfloat16 on CUDA, float32 on CPU")
-    ap.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+                    help="checkpoint directory, a preset name (unifer presets lists them), or the model an endpoint "
+                         "serves (default: $UNIFER_MODEL, else model/UniFER-7B in the repository)")
+    ap.add_argument("--presets", default=None, metavar="FILE", help="a presets file of your own")
+    ap.add_argument("--engine", choices=ENGINES, default=None, help="inference engine (default hf; a preset names "
+                    "its own)")
     ap.add_argument("--labels", default="rafdb",
                     help="candidate labels: a set's (rafdb, ferplus, affectnet, sfew; default rafdb) or yours, a,b,c")
     ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                     help=f"added around a face, as a share of its side, on every side (default {DEFAULT_MARGIN})")
     ap.add_argument("--whole-image", action="store_true", help="no detection: ask about each whole photo")
+    add_decoding_arguments(ap)
+    add_option_arguments(ap)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -50,18 +49,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def build_predictor(args) -> Predictor:
     """Check the cheap things first (labels, margin, model path), then load the model."""
     fer_set = resolve_labels(args.labels)
-    if args.max_new_tokens < 1:
-        raise UniferError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.margin < 0:
         raise UniferError(f"--margin must be 0 or more, got {args.margin}")
-    model = args.model or os.environ.get("UNIFER_MODEL") or str(DEFAULT_MODEL)
+    chosen = plan_engine(vars(args), IMAGE_SIZE)  # the engine, its options and decoding, checked in one line
     detector = None
     if not args.whole_image:
         from unifer.predict.detect import FaceDetector
 
         detector = FaceDetector()
-    engine = open_engine(args.engine, model, args.max_new_tokens, args.dtype)
-    batch = getattr(args, "batch_size", None) or default_batch_size(args.engine)
+    engine = chosen.open()
+    batch = getattr(args, "batch_size", None) or chosen.batch_size()
     return Predictor(engine, fer_set, margin=args.margin, whole_image=args.whole_image, detector=detector,
                      batch_size=batch)
 

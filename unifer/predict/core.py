@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,17 +50,12 @@ def reasoning(response: str) -> str:
     return (m.group(1) if m else response).strip()
 
 
-def open_engine(engine: str, model, max_new_tokens: int, dtype: str = "auto"):
-    """The one place an engine is made (``unifer.infer.engines``' registry), so engines and presets added there
-    work here unchanged."""
-    from unifer.infer.engines import generation_settings, make_engine
-    from unifer.models.checkpoints import check_model_dir
+def open_engine(flags: Mapping):
+    """The engine the flags name, made as inference makes it (``unifer.infer.plan.plan_engine``): a checkpoint, a
+    preset or a served model, any registered engine, its flags (``base_url``, ...), the key from the environment."""
+    from unifer.infer.plan import plan_engine
 
-    model_dir = Path(model).expanduser().resolve()
-    if not model_dir.exists():
-        raise UniferError(f"model path not found: {model_dir} (pass --model PATH or set $UNIFER_MODEL)")
-    check_model_dir(model_dir, model_types=None)  # any vision-language checkpoint
-    return make_engine(engine, model_dir, generation_settings(model_dir, max_new_tokens), dtype=dtype)
+    return plan_engine(flags, IMAGE_SIZE).open()
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import torch
 from unifer.data.records import PAPER_IMAGE_ROOT
 from unifer.data.sets import REPO_ROOT
 from unifer.errors import UniferError, run_cli
+from unifer.models.chat import user_turn
 from unifer.models.processors import load_processor
 from unifer.train.recipes import SFT_RECIPE
 from unifer.train.common import (
@@ -97,7 +98,7 @@ def build_messages(question: str, response: str | None, image) -> list[dict]:
     """One record as the paper's conversation (system with empty text, user image + question, assistant)."""
     messages = [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_TEXT}]},
-        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]},
+        user_turn(question, image),
     ]
     if response is not None:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": response}]})

@@ -5,13 +5,15 @@ Every engine answers a batch of (image, prompt) pairs with the request the paper
 (``eval_*/code/infer_unifer.py`` in zfkarl/UniFER): one user turn holding the image then the prompt, rendered by
 the checkpoint's own chat template (no system message of ours: Qwen2.5-VL's template adds its default "You are a
 helpful assistant."), greedy decoding, at most ``max_new_tokens`` new tokens, decoded with
-``skip_special_tokens=True, clean_up_tokenization_spaces=False``. The engines live in ``unifer.infer.hf_engine``
-and ``unifer.infer.vllm_engine``; this module holds what they share and the registry.
+``skip_special_tokens=True, clean_up_tokenization_spaces=False``. The contract is ``unifer.infer.engines.base``;
+the engines live in ``hf``, ``vllm``, ``openai`` and ``fake`` beside it; this module holds what they share, the
+registry, and the engines' command-line flags, generated from their options dataclasses.
 
 The paper calls ``model.generate(do_sample=False, max_new_tokens=1024, use_cache=True)``, so everything else
 comes from the checkpoint's ``generation_config.json``: its eos tokens and its ``repetition_penalty`` (1.05 in
 Qwen2.5-VL-Instruct and in checkpoints trained from it, applied over prompt + generated tokens). Both local engines
-apply exactly these; sampling fields (temperature, top_p, top_k) are moot under greedy decoding and dropped.
+apply exactly these; the checkpoint's sampling fields (temperature, top_p, top_k) are moot under greedy decoding and
+dropped; a sampling ``Decoding`` sets its own.
 In bfloat16 (the GPU default) rounding depends on kernels and batch shapes, so the engines, and batch sizes, can
 part at near-tied logits; ``--dtype float32 --batch-size 1`` is the exact reproduction.
 
@@ -22,27 +24,28 @@ item; only ``is_engine_failure`` errors (out of memory, a dead engine) stop the 
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from unifer.errors import UniferError
-from unifer.infer.engines.base import GREEDY, Answer, Decoding, Engine, EngineDeadError, StreamingEngine
+from unifer.infer.engines.base import (GREEDY, Answer, Decoding, Engine, EngineDeadError, StreamingEngine,
+                                       build_options, option_default, user_turn)
 from unifer.models.device import cuda_available
 
-__all__ = ["GREEDY", "Answer", "Decoding", "Engine", "EngineDeadError", "StreamingEngine"]
+__all__ = ["GREEDY", "Answer", "Decoding", "Engine", "EngineDeadError", "StreamingEngine", "user_turn"]
 
 #: The engines as registry entries: name → "module:class". A new backend is a new module and one line here; its
-#: class takes ``(model, settings, **options)`` — keyword options it names in its signature, picked by
-#: ``make_engine`` from everything the runner knows — and offers ``generate(images, prompts) -> list[Answer]``,
-#: ``close()`` and a ``name``. ``local = False`` on a class: ``model`` is a name an endpoint serves, not a
-#: checkpoint directory (no model check, no generation_config). Modules are imported only when their engine is made.
+#: class takes ``(model, settings, options, decoding)`` — ``options`` an instance of its ``Options`` dataclass,
+#: built by ``make_engine`` from a dict (an unknown key is refused) — and offers the ``Engine`` protocol of
+#: ``unifer.infer.engines.base``. ``local = False`` on a class: ``model`` is a name an endpoint serves, not a
+#: checkpoint directory (no model check, no generation_config). Modules are imported only when their engine is
+#: made or its flags are listed (both cheap: the heavy imports happen inside the class).
 ENGINE_CLASSES: dict[str, str] = {
-    "hf": "unifer.infer.hf_engine:HFEngine",
-    "vllm": "unifer.infer.vllm_engine:VLLMEngine",
-    "openai": "unifer.infer.openai_engine:OpenAIEngine",
+    "hf": "unifer.infer.engines.hf:HFEngine",
+    "vllm": "unifer.infer.engines.vllm:VLLMEngine",
+    "openai": "unifer.infer.engines.openai:OpenAIEngine",
     "fake": "unifer.infer.engines.fake:FakeEngine",
 }
 ENGINES = tuple(ENGINE_CLASSES)
@@ -101,8 +104,7 @@ def generation_settings(model_dir: str | os.PathLike, max_new_tokens: int) -> Ge
 
 def chat_prompt(processor, prompt: str) -> str:
     """The paper's request as text: one user turn, the image then the prompt, the template's default system."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return processor.apply_chat_template([user_turn(prompt)], tokenize=False, add_generation_prompt=True)
 
 
 def count_until_eos(token_ids, eos_ids) -> int:
@@ -113,12 +115,15 @@ def count_until_eos(token_ids, eos_ids) -> int:
     return len(token_ids)
 
 
-def default_batch_size(engine: str) -> int:
+def default_batch_size(engine: str, options=None) -> int:
     """Items per generate call: what fits a 7B model on one GPU; small on CPU, where batching gains little. An
-    engine class may set its own (``default_batch_size = N``)."""
-    own = getattr(engine_class(engine), "default_batch_size", None)
+    engine class may set its own (``default_batch_size = N``, or a function of its options)."""
+    cls = engine_class(engine)
+    own = getattr(cls, "default_batch_size", None)
     if isinstance(own, int):
         return own
+    if callable(own):
+        return own(options if options is not None else engine_options(engine))
     on_cuda = cuda_available()
     if engine == "vllm":
         return 256 if on_cuda else 16
@@ -133,16 +138,51 @@ def engine_class(engine: str):
     return getattr(importlib.import_module(module), name)
 
 
-def make_engine(engine: str, model, settings: GenerationSettings, **options):
-    """Make the ``engine`` registered in ENGINE_CLASSES for ``model``. ``options`` may hold every engine's keyword
-    options (the runner passes all it has: dtype, attn, tensor_parallel_size, image_size, base_url, ...): each class
-    receives the ones its ``__init__`` names (all of them if it takes ``**kwargs``). So a new engine plugs in with
-    its own options and no edit here."""
+def engine_options(engine: str, values: dict | None = None):
+    """The ``engine``'s options dataclass built from ``values`` (one line refusing a key it does not take)."""
+    return build_options(engine_class(engine).Options, values, engine)
+
+
+def make_engine(engine: str, model, settings: GenerationSettings, options=None, decoding: Decoding | None = None):
+    """Make the ``engine`` registered in ENGINE_CLASSES for ``model``: ``options`` a dict (or the engine's own
+    options dataclass), ``decoding`` what ``generate`` does when not told (default: greedy, the settings' budget)."""
     cls = engine_class(engine)
-    params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        options = {k: v for k, v in options.items() if k in params and k not in ("self", "model", "settings")}
-    return cls(model, settings, **options)
+    if not isinstance(options, cls.Options):
+        options = engine_options(engine, options)
+    decoding = decoding or Decoding(max_new_tokens=settings.max_new_tokens)
+    return cls(model, settings, options, decoding)
+
+
+def option_fields(engine: str) -> dict:
+    """The engine's options as dataclass fields, by name."""
+    return {f.name: f for f in fields(engine_class(engine).Options)}
+
+
+def add_option_arguments(ap, engines=None) -> None:
+    """Every engine's options as flags, generated from the options dataclasses: ``--field-name`` (or the field's
+    ``flag``), default None (a preset, then the dataclass, fills what no flag gives), the dataclass default in the
+    help. An option several engines take (``dtype``, ``trust_remote_code``) is one flag. Fields marked
+    ``plan=True`` are filled by the run plan (``--image-size``), not by a flag of their own."""
+    seen: dict[str, str] = {}
+    groups = {}
+    for name in engines or ENGINES:
+        for f in fields(engine_class(name).Options):
+            meta = dict(f.metadata)
+            if meta.pop("plan", False) or f.name in seen:
+                continue
+            takers = [e for e in (engines or ENGINES) if f.name in option_fields(e)]
+            title = f"{name} engine" if len(takers) == 1 else f"{', '.join(takers)} engines"
+            if title not in groups:
+                groups[title] = ap.add_argument_group(title)
+            seen[f.name] = name
+            flag = meta.pop("flag", None) or "--" + f.name.replace("_", "-")
+            default = option_default(f)
+            help_text = meta.pop("help") + ("" if default in (None, False, {}, ()) else f" (default {default})")
+            if isinstance(default, bool):
+                meta.setdefault("action", "store_true")
+            elif "type" not in meta and isinstance(default, (int, float)) and "choices" not in meta:
+                meta["type"] = type(default)
+            groups[title].add_argument(flag, dest=f.name, default=None, help=help_text, **meta)
 
 
 def is_local(engine: str) -> bool:
@@ -171,3 +211,14 @@ def describe_error(error: BaseException, limit: int = 300) -> str:
     text = " ".join(str(error).split()) or "(no message)"
     text = f"{type(error).__name__}: {text}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def add_decoding_arguments(ap) -> None:
+    """How the engine decodes (``base.Decoding``): greedy unless ``--temperature`` says otherwise."""
+    g = ap.add_argument_group("decoding", "greedy (the paper's) unless --temperature > 0; a preset may set these")
+    g.add_argument("--max-new-tokens", type=int, default=None,
+                   help=f"new-token budget (default {Decoding.max_new_tokens}, the paper's)")
+    g.add_argument("--temperature", type=float, default=None, help="0 (default): greedy; above 0: sampling")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling's share (default 1: off)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="sampling seed of every request (default: the engine's own); moot when greedy")

@@ -11,6 +11,9 @@ structured output (a JSON schema, a regular expression, or a closed list of choi
   ``seeds[i]`` seeds request ``i`` (a rerun, or another executor, asks the same); None leaves it to the engine.
 - ``close()``; ``name`` (the registry key) and ``local`` (True: ``model`` is a checkpoint directory here; False: a
   name an endpoint serves).
+- optional class attributes: ``prefers_length_sorted = True`` (requests are answered in padded batches, so the
+  stream hands them over sorted by prompt length), ``default_batch_size = N`` (items per ``generate`` call), and
+  ``Options`` (the engine's options dataclass: ``make_engine`` builds it from a dict, refusing unknown keys).
 
 A streaming engine (``StreamingEngine``) also answers a long stream of requests in its own scheduling and yields
 each answer as it finishes. An item that fails on its own comes back as ``Answer(error=reason)``; a failure of the
@@ -19,10 +22,12 @@ engine itself raises.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from unifer.data.sets import DEFAULT_MAX_NEW_TOKENS
 from unifer.errors import UniferError
+from unifer.models.chat import user_turn  # noqa: F401  (the engines' one user turn)
 
 
 class Answer(NamedTuple):
@@ -33,7 +38,24 @@ class Answer(NamedTuple):
     tokens: int  # generated tokens, up to and including the first eos
     error: str | None = None
     usage: dict | None = None  # what an API reported (prompt_tokens, completion_tokens), where it did
-    stop_reason: str | None = None  # "stop" (an eos or stop string), "length" (the token budget), where known
+    stop_reason: str | None = None  # "stop" (an eos or stop string), "length" (the token budget), where known;
+    #                                 "unsent: WHY" — not asked at all (a run's request budget is spent)
+
+    @classmethod
+    def unsent(cls, why: str) -> Answer:
+        """A request the engine did not send (``why``: a spent budget): the item stays pending for a rerun."""
+        return cls("", 0, stop_reason=f"{UNSENT}{why}")
+
+    @property
+    def sent(self) -> bool:
+        return not (self.stop_reason or "").startswith(UNSENT)
+
+    @property
+    def unsent_reason(self) -> str | None:
+        return None if self.sent else self.stop_reason[len(UNSENT):]
+
+
+UNSENT = "unsent: "
 
 
 @dataclass(frozen=True)
@@ -42,7 +64,7 @@ class Decoding:
     and ``seed`` are then moot. ``json_schema``, ``regex`` and ``choice`` constrain the output (structured output;
     at most one of them), on the engines that support it (vllm, openai)."""
 
-    max_new_tokens: int = 1024
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS  # the paper's budget
     temperature: float = 0.0
     top_p: float = 1.0
     n: int = 1
@@ -116,13 +138,15 @@ class Engine(Protocol):
 
 @runtime_checkable
 class StreamingEngine(Engine, Protocol):
-    def stream(self, requests: Iterable[tuple[Any, Any, str]], window: int = 512) -> Iterator[tuple[Any, Answer]]:
-        """``requests`` yields (key, image, prompt); yields (key, answer) as each finishes, in any order."""
+    def stream(self, requests: Iterable[tuple[Any, Any, str]], window: int = 512, decoding: Decoding | None = None,
+               seeds: Iterable[int | None] | None = None) -> Iterator[tuple[Any, Answer]]:
+        """``requests`` yields (key, image, prompt); yields (key, answer) as each finishes, in any order; ``seeds``
+        (if given) yields one seed per request, in the requests' order."""
         ...
 
 
 def check_decoding(engine_name: str, decoding: Decoding, *, sampling: bool = True, n: bool = True,
-                   structured: bool = True) -> None:
+                   structured: bool = True, extra: bool = True) -> None:
     """Refuse, in one line, a decoding the engine cannot apply (nothing is recorded and then dropped)."""
     if not sampling and not decoding.greedy:
         raise UniferError(f"engine {engine_name} decodes greedily only; it cannot sample (temperature "
@@ -131,6 +155,9 @@ def check_decoding(engine_name: str, decoding: Decoding, *, sampling: bool = Tru
         raise UniferError(f"engine {engine_name} answers one sample per request; n={decoding.n} is not supported")
     if not structured and decoding.structured:
         raise UniferError(f"engine {engine_name} has no structured output (json_schema / regex / choice)")
+    if not extra and decoding.extra:
+        raise UniferError(f"engine {engine_name} takes no engine-specific request fields (Decoding.extra: "
+                          f"{', '.join(sorted(decoding.extra))})")
 
 
 def one_each(engine_name: str, decoding: Decoding) -> None:
@@ -148,3 +175,29 @@ def seeds_for(seeds: Sequence[int | None] | None, count: int, decoding: Decoding
     if len(seeds) != count:
         raise UniferError(f"{len(seeds)} seeds for {count} requests")
     return seeds
+
+
+# -- options: one dataclass per engine, the one place its defaults are written ---------------------------------------
+
+def option(default: Any, help: str, flag: str | None = None, **flag_kwargs) -> Any:
+    """A field of an engine's options dataclass, with what its command-line flag needs (``help``; ``flag`` when it
+    is not ``--field-name``; ``choices``, ``type``, ``metavar``). Mutable defaults are copied per instance."""
+    meta = {"help": help, "flag": flag, **flag_kwargs}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def option_default(f) -> Any:
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def build_options(options_cls, values: dict | None, engine_name: str):
+    """``options_cls(**values)``, refusing in one line a key the engine does not take (none is silently dropped)."""
+    values = dict(values or {})
+    known = {f.name for f in fields(options_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UniferError(f"engine {engine_name} takes no option {', '.join(unknown)} (it takes: "
+                          f"{', '.join(sorted(known)) or 'none'})")
+    return options_cls(**values)

@@ -4,8 +4,9 @@ nothing and answers in microseconds, as lm-evaluation-harness's ``dummy`` model 
 
 An answer is ``template`` with ``{label}`` (one of the prompt's candidate labels, picked by a hash of the image's
 pixels, the prompt, the seed and the sample's index — so it is the same on every run and differs between seeds)
-and ``{n}`` (the sample's index). Told to, it fails an item (``fail_items``: calls' 1-based item numbers answer an
-error), fails as an engine (``engine_failure_at_call``: that generate call raises a dead-engine error), or stalls
+and ``{n}`` (the sample's index); a ``Decoding`` with ``choice`` is answered with one of its choices. Told to,
+it fails an item (``fail_items``: calls' 1-based item numbers answer an error), fails as an engine
+(``engine_failure_at_call``: that generate call raises a dead-engine error), or stalls
 (``stall_at_call``: that call sleeps ``stall_seconds`` first).
 """
 from __future__ import annotations
@@ -17,18 +18,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from unifer.errors import UniferError
-from unifer.infer.engines.base import Answer, Decoding, EngineDeadError, one_each, seeds_for
+from unifer.infer.engines.base import Answer, Decoding, EngineDeadError, one_each, option, seeds_for
 
 _CANDIDATES = re.compile(r"candidate labels:\s*(.+?)\.\s", re.S)
 
 
+def item_numbers(text: str) -> tuple[int, ...]:
+    """``--fake-fail-items 3,7`` → (3, 7)."""
+    return tuple(int(x) for x in str(text).split(",") if x.strip())
+
+
 @dataclass(frozen=True)
 class FakeOptions:
-    template: str = "<think>The face looks {label}.</think><answer>{label}</answer>"
-    fail_items: tuple[int, ...] = ()  # 1-based positions among all requests answered so far
-    engine_failure_at_call: int | None = None
-    stall_at_call: int | None = None
-    stall_seconds: float = 0.0
+    template: str = option("<think>The face looks {label}.</think><answer>{label}</answer>",
+                           "the fake engine's answer: {label} (a candidate label of the prompt) and {n} filled in",
+                           flag="--fake-template")
+    fail_items: tuple[int, ...] = option((), "1-based request numbers answered with an item error",
+                                         flag="--fake-fail-items", type=item_numbers, metavar="N,N")
+    engine_failure_at_call: int | None = option(None, "the generate call (1-based) at which the fake engine dies",
+                                                flag="--fake-engine-failure-at-call", type=int)
+    stall_at_call: int | None = option(None, "the generate call that first sleeps --fake-stall-seconds",
+                                       flag="--fake-stall-at-call", type=int)
+    stall_seconds: float = option(0.0, "how long that call sleeps", flag="--fake-stall-seconds")
+
+    def __post_init__(self):
+        object.__setattr__(self, "fail_items", tuple(self.fail_items))
 
 
 def candidate_labels(prompt: str) -> list[str]:
@@ -62,10 +76,11 @@ class FakeEngine:
         self.seen.append((prompt, decoding, seed))
         if self.requests in self.options.fail_items:
             return Answer("", 0, error=f"fake failure of request {self.requests}")
-        labels = candidate_labels(prompt) or ["neutral"]
+        labels = list(decoding.choice or ()) or candidate_labels(prompt) or ["neutral"]
         h = hashlib.sha256(_pixels(image) + prompt.encode() + f"|{seed}|{index}|{decoding.temperature}".encode())
         label = labels[int.from_bytes(h.digest()[:8], "big") % len(labels)]
-        text = self.options.template.format(label=label, n=index)
+        # a closed list of choices is answered with one of them; the template otherwise
+        text = label if decoding.choice else self.options.template.format(label=label, n=index)
         words = text.split()
         stop = "stop"
         if len(words) > decoding.max_new_tokens:  # one "token" per word: the budget cuts the text

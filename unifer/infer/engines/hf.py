@@ -4,7 +4,9 @@
 The request is the processor's own chat template over one user turn (the image, then the FERBench prompt), then
 the processor's own image handling; greedy, with the checkpoint's generation config (see ``unifer.infer.engines``).
 For Qwen2.5-VL this is, call for call, the request this repository has always sent (the tests prove the paper's
-loop = batch 1 = batch 4).
+loop = batch 1 = batch 4). A sampling ``Decoding`` (temperature, top_p, n, seed) is answered one request at a time,
+``torch.manual_seed(seed)`` before each, so a request's samples depend on its seed only, not on its batch.
+Structured output is refused (transformers has no constrained decoding of its own).
 
 transformers' own repetition penalty also penalises the left-padding tokens of a batch (``<|endoftext|>``, an eos
 token), so a padded item could end differently than alone. ``PenaltyIgnoringLeftPadding`` applies the same
@@ -14,10 +16,24 @@ on CPU give identical answers for 63 of 63 real photos at 64 new tokens.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from unifer.infer.engines import Answer, GenerationSettings, chat_prompt, count_until_eos
+from unifer.infer.engines.base import Decoding, check_decoding, one_each, option, seeds_for
 from unifer.models.device import cuda_available, pick_attn_implementation, pick_dtype
 from unifer.models.families import family_of, max_positions
 from unifer.models.processors import exact_preprocessing, load_processor
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    dtype: str = option("auto", "auto: bfloat16 on CUDA, float32 on CPU (the paper ran float32)", choices=DTYPES)
+    attn: str = option("auto", "hf engine: auto (flash_attention_2 on GPU in bfloat16/float16 where installed, else "
+                       "sdpa; float32 always sdpa), sdpa, eager", flag="--attn-implementation")
+    trust_remote_code: bool = option(False, "let a checkpoint run its own Python code (MiniCPM-V ...); off unless "
+                                     "given: read it first")
 
 
 class PenaltyIgnoringLeftPadding:
@@ -46,14 +62,20 @@ class HFEngine:
 
     name = "hf"
     local = True
+    prefers_length_sorted = True  # padded batches: similar lengths pad little
+    Options = HFOptions
 
-    def __init__(self, model_dir, settings: GenerationSettings, dtype: str = "auto", attn: str = "auto",
-                 trust_remote_code: bool = False):
+    def __init__(self, model_dir, settings: GenerationSettings, options: HFOptions | None = None,
+                 decoding: Decoding | None = None):
         import torch
         from transformers import AutoModelForImageTextToText, GenerationConfig, LogitsProcessor
 
+        options = options or HFOptions()
+        dtype, attn, trust_remote_code = options.dtype, options.attn, options.trust_remote_code
         on_cuda = cuda_available()
-        self.settings = settings
+        self.settings, self.options = settings, options
+        self.decoding = decoding or Decoding(max_new_tokens=settings.max_new_tokens)
+        check_decoding(self.name, self.decoding, structured=False, extra=False)
         self.family = family_of(model_dir)
         self.max_positions = max_positions(model_dir)
         self.dtype = pick_dtype(dtype, on_cuda)
@@ -87,10 +109,23 @@ class HFEngine:
             kwargs["add_special_tokens"] = False
         return self.processor(**kwargs)
 
-    def generate(self, images, prompts) -> list[Answer]:
+    def generate(self, images, prompts, decoding: Decoding | None = None, seeds=None) -> list[Answer]:
+        decoding = decoding or self.decoding
+        one_each(self.name, decoding)
+        return [a[0] for a in self.sample(images, prompts, decoding, seeds)]
+
+    def sample(self, images, prompts, decoding: Decoding, seeds=None) -> list[list[Answer]]:
+        check_decoding(self.name, decoding, structured=False, extra=False)
         images, prompts = list(images), list(prompts)
+        seeds = seeds_for(seeds, len(prompts), decoding)
+        if not decoding.greedy:  # one request at a time, seeded: its samples depend on nothing else
+            return [self._answer_batch([img], [p], decoding, seed)[0]
+                    for img, p, seed in zip(images, prompts, seeds)]
         if not self.family.hf_batches and len(prompts) > 1:
-            return [a for img, p in zip(images, prompts) for a in self.generate([img], [p])]
+            return [self._answer_batch([img], [p], decoding)[0] for img, p in zip(images, prompts)]
+        return self._answer_batch(images, prompts, decoding)
+
+    def _answer_batch(self, images, prompts, decoding: Decoding, seed: int | None = None) -> list[list[Answer]]:
         texts = [chat_prompt(self.processor, p) for p in prompts]
         inputs = self._inputs(texts, images)
         if self.max_positions is not None:
@@ -98,26 +133,45 @@ class HFEngine:
             too_long = [n for n, length in enumerate(lengths) if length > self.max_positions]
             if too_long:  # those items fail alone; the others are answered without them
                 rest = [n for n in range(len(prompts)) if n not in too_long]
-                answered = iter(self.generate([images[n] for n in rest], [prompts[n] for n in rest]) if rest else [])
-                return [Answer("", 0, error=f"the prompt is {lengths[n]} tokens, longer than the model's "
-                                            f"{self.max_positions} positions") if n in too_long else next(answered)
-                        for n in range(len(prompts))]
-        return self._generate(inputs)
+                answered = iter(self._answer_batch([images[n] for n in rest], [prompts[n] for n in rest], decoding,
+                                                   seed) if rest else [])
+                failed = Answer("", 0, error="the prompt is {} tokens, longer than the model's "
+                                             f"{self.max_positions} positions")
+                return [[failed._replace(error=failed.error.format(lengths[n]))] * decoding.n if n in too_long
+                        else next(answered) for n in range(len(prompts))]
+        return self._generate(inputs, decoding, seed)
 
-    def _generate(self, inputs) -> list[Answer]:
+    def _config(self, decoding: Decoding):
+        if decoding.greedy and decoding.max_new_tokens == self.generation_config.max_new_tokens:
+            return self.generation_config  # the paper's decoding, exactly as configured at load
+        gen = self.generation_config.__class__.from_dict(self.generation_config.to_dict())
+        gen.update(max_new_tokens=decoding.max_new_tokens)
+        if not decoding.greedy:  # top_k 0: off (None would be refilled from the checkpoint's config)
+            gen.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=0,
+                       num_return_sequences=decoding.n)
+        return gen
+
+    def _generate(self, inputs, decoding: Decoding, seed: int | None = None) -> list[list[Answer]]:
         torch = self._torch
         inputs = inputs.to(self.model.device)
         processors = []
+        n = 1 if decoding.greedy else decoding.n
         if self.settings.repetition_penalty != 1.0:
-            pad_lengths = (inputs["attention_mask"] == 0).sum(dim=1)
+            pad_lengths = (inputs["attention_mask"] == 0).sum(dim=1).repeat_interleave(n)
             processors.append(self._penalty_cls(self.settings.repetition_penalty, pad_lengths))
+        if seed is not None:
+            torch.manual_seed(seed)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=self.generation_config,
+            out = self.model.generate(**inputs, generation_config=self._config(decoding),
                                       logits_processor=processors or None)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
-        answers = self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        texts = self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         eos = set(self.settings.eos_token_ids)
-        return [Answer(a, count_until_eos(ids, eos)) for a, ids in zip(answers, new)]
+        answers = [Answer(a, k, stop_reason="stop" if k < len(ids) or (ids and ids[-1] in eos) else "length")
+                   for a, ids in zip(texts, new) for k in [count_until_eos(ids, eos)]]
+        if decoding.greedy and decoding.n > 1:  # greedy samples are all the same answer
+            return [[a] * decoding.n for a in answers]
+        return [answers[i:i + n] for i in range(0, len(answers), n)]
 
     def close(self) -> None:
         pass

@@ -4,9 +4,9 @@
 
 One request per item, the paper's request in the chat API's words: one user message holding the image (a base64
 data URL, lossless PNG by default, so a local server sees the very pixels the offline engines see) then the
-FERBench prompt; ``temperature=0`` (greedy), ``max_tokens`` = ``--max-new-tokens``, and whatever ``--extra-body``
-adds (vLLM's ``repetition_penalty``, for instance; a vLLM server also applies the checkpoint's
-generation_config by default).
+FERBench prompt; ``temperature=0`` (greedy, unless ``--temperature`` or a preset says otherwise),
+``max_tokens`` = ``--max-new-tokens``, and whatever ``--extra-body`` adds (vLLM's ``repetition_penalty``, for
+instance; a vLLM server also applies the checkpoint's generation_config by default).
 
 Robust by construction: ``concurrency`` requests in flight (threads; the official client is thread-safe), each
 with a timeout; a retryable failure (429, 408, 409, 5xx, a dropped connection, a timeout, a body that is not
@@ -14,7 +14,10 @@ JSON) is retried with exponential backoff and full jitter, or after the server's
 is that item's error (the runner writes an error item and goes on); a refusal of the whole endpoint (401, 403,
 404: a wrong key, base URL or model name) stops the run instead, the items of earlier batches kept.
 ``max_requests`` and ``max_tokens_budget`` stop sending new requests once spent: unsent items come back as
-``None`` (left pending for a rerun) and ``stop_reason`` says why.
+``Answer.unsent(why)`` (left pending for a rerun).
+
+A sampling ``Decoding`` sends its ``temperature``, ``top_p``, ``n`` and ``seed``; a structured output goes as vLLM's
+``structured_outputs`` extra body (and a JSON schema also as ``response_format``).
 
 The API key is read from the environment only and scrubbed from every error text this engine produces.
 """
@@ -32,10 +35,12 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from unifer.errors import UniferError
 from unifer.infer.engines import Answer, GenerationSettings
+from unifer.infer.engines.base import Decoding, one_each, option, seeds_for, user_turn
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +107,7 @@ def image_data_url(image, image_format: str = "png") -> str:
 
 def chat_messages(image_url: str, prompt: str, detail: str | None = None) -> list[dict]:
     """The paper's request: one user turn, the image then the prompt, no system message of ours."""
-    part = {"url": image_url, **({"detail": detail} if detail else {})}
-    return [{"role": "user", "content": [{"type": "image_url", "image_url": part}, {"type": "text", "text": prompt}]}]
+    return [user_turn(prompt, {"url": image_url, **({"detail": detail} if detail else {})}, kind="image_url")]
 
 
 def parse_retry_after(headers) -> float | None:
@@ -131,62 +135,119 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """The openai engine's options (``--engine openai``: ``--model`` is the endpoint's model name; the key comes
+    only from the environment). Checked when made, so a run plan refuses a bad value before anything loads."""
+
+    base_url: str | None = option(None, "the endpoint, e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1")
+    api_key_env: str = option(DEFAULT_KEY_ENV, "environment variable holding the key (a loopback server needs none)")
+    concurrency: int = option(4, "requests in flight")
+    image_format: str = option("png", "png (lossless: a local server answers as the offline engines) or jpeg",
+                               choices=IMAGE_FORMATS)
+    image_detail: str | None = option(None, "the image part's detail (not sent by default)", choices=IMAGE_DETAILS)
+    request_timeout: float = option(120.0, "seconds per request")
+    max_retries: int = option(6, "retries of a failed request")
+    retry_base_delay: float = option(1.0, "first backoff in seconds, doubled per retry, full jitter")
+    retry_max_delay: float = option(60.0, "the longest backoff in seconds")
+    extra_body: dict = option({}, 'extra request fields, e.g. \'{"repetition_penalty": 1.05}\' for a vLLM server',
+                              type=str, metavar="JSON")
+    max_requests: int | None = option(None, "send at most N requests in this run (retries count), then stop "
+                                      "cleanly; rerun to go on", type=int)
+    max_tokens_budget: int | None = option(None, "stop sending once this run's prompt + completion tokens reach N; "
+                                           "rerun to go on", type=int)
+
+    def __post_init__(self):
+        if not self.base_url:
+            raise UniferError("--engine openai needs --base-url URL and --model NAME (the endpoint's model name)")
+        if isinstance(self.extra_body, str):  # the flag's JSON (a preset gives a mapping)
+            object.__setattr__(self, "extra_body", parse_extra_body(self.extra_body))
+        if self.image_format not in IMAGE_FORMATS:
+            raise UniferError(f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got {self.image_format!r}")
+        if self.image_detail is not None and self.image_detail not in IMAGE_DETAILS:
+            raise UniferError(f"--image-detail must be one of {', '.join(IMAGE_DETAILS)}, got {self.image_detail!r}")
+        if self.concurrency < 1 or self.max_retries < 0 or self.request_timeout <= 0:
+            raise UniferError("--concurrency must be >= 1, --max-retries >= 0 and --request-timeout > 0")
+        if any(v is not None and v < 1 for v in (self.max_requests, self.max_tokens_budget)):
+            raise UniferError("--max-requests and --max-tokens-budget must be at least 1")
+
+
+def structured_fields(decoding: Decoding) -> dict:
+    """A structured output as request fields: vLLM's ``structured_outputs`` extension (extra body), and for a JSON
+    schema also the API's own ``response_format`` (what OpenAI's servers read)."""
+    if decoding.regex is not None:
+        return {"extra_body": {"structured_outputs": {"regex": decoding.regex}}}
+    if decoding.choice is not None:
+        return {"extra_body": {"structured_outputs": {"choice": list(decoding.choice)}}}
+    if decoding.json_schema is not None:
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "answer", "schema": decoding.json_schema}},
+                "extra_body": {"structured_outputs": {"json": decoding.json_schema}}}
+    return {}
+
+
 class OpenAIEngine:
     """Chat completions, ``concurrency`` in flight, retried; ``model`` is the endpoint's model name."""
 
     name = "openai"
     local = False  # --model names what the endpoint serves: no checkpoint here
+    Options = OpenAIOptions
 
-    def __init__(self, model: str, settings: GenerationSettings, *, base_url: str | None = None,
-                 api_key_env: str | None = None, concurrency: int | None = None, image_format: str | None = None,
-                 image_detail: str | None = None, request_timeout: float = 120.0, max_retries: int = 6,
-                 retry_base_delay: float = 1.0, retry_max_delay: float = 60.0, extra_body: dict | str | None = None,
-                 max_requests: int | None = None, max_tokens_budget: int | None = None, seed: int | None = None):
+    @staticmethod
+    def default_batch_size(options: OpenAIOptions) -> int:
+        """A few rounds of ``concurrency`` requests per call, so none waits long."""
+        return 4 * options.concurrency
+
+    def __init__(self, model: str, settings: GenerationSettings, options: OpenAIOptions,
+                 decoding: Decoding | None = None):
         try:
             import openai
         except ImportError as e:
             raise UniferError(f"--engine openai needs the openai package (pip install openai): {e}") from None
-        # None: neither the flag nor a preset set it
-        api_key_env, concurrency, image_format = api_key_env or DEFAULT_KEY_ENV, concurrency or 4, image_format or "png"
-        if not base_url:
-            raise UniferError("--engine openai needs --base-url URL and --model NAME (the endpoint's model name)")
-        if isinstance(extra_body, str):  # the flag's JSON (a preset gives a mapping)
-            extra_body = parse_extra_body(extra_body)
-        if image_format not in IMAGE_FORMATS:
-            raise UniferError(f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
-        if image_detail is not None and image_detail not in IMAGE_DETAILS:
-            raise UniferError(f"--image-detail must be one of {', '.join(IMAGE_DETAILS)}, got {image_detail!r}")
-        if concurrency < 1 or max_retries < 0 or request_timeout <= 0:
-            raise UniferError("--concurrency must be >= 1, --max-retries >= 0 and --request-timeout > 0")
-        if (max_requests is not None and max_requests < 1) or (max_tokens_budget is not None and max_tokens_budget < 1):
-            raise UniferError("--max-requests and --max-tokens-budget must be at least 1")
         self._openai = openai
-        self.model, self.settings, self.base_url = model, settings, base_url
-        self.image_format, self.image_detail = image_format, image_detail
-        self.max_retries, self.retry_base_delay, self.retry_max_delay = max_retries, retry_base_delay, retry_max_delay
-        self.extra_body = dict(extra_body or {})
-        self.max_requests, self.max_tokens_budget = max_requests, max_tokens_budget
-        key = read_api_key(api_key_env, base_url)
+        self.model, self.settings, self.options, self.base_url = model, settings, options, options.base_url
+        self.decoding = decoding or Decoding(max_new_tokens=settings.max_new_tokens)
+        o = options
+        self.image_format, self.image_detail = o.image_format, o.image_detail
+        self.max_retries, self.retry_base_delay = o.max_retries, o.retry_base_delay
+        self.retry_max_delay = o.retry_max_delay
+        self.extra_body = dict(o.extra_body)
+        self.max_requests, self.max_tokens_budget = o.max_requests, o.max_tokens_budget
+        key = read_api_key(o.api_key_env, o.base_url)
         self.scrub = KeyScrubber(key)
         # Our own retry loop (max_retries=0 here): it counts requests for --max-requests and scrubs every error.
-        self.client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=request_timeout)
-        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-request")
+        self.client = openai.OpenAI(base_url=o.base_url, api_key=key, max_retries=0, timeout=o.request_timeout)
+        self.pool = ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="openai-request")
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)
+        self._rng = random.Random()
         self.requests_sent = 0
         self.tokens_used = 0
-        self.stop_reason: str | None = None
+        self.budget_spent: str | None = None
+
+    def request_fields(self, decoding: Decoding, seed: int | None) -> dict:
+        """The chat-completion fields a decoding asks for (greedy: ``temperature=0`` and the token budget only)."""
+        fields = {"temperature": decoding.temperature, "max_tokens": decoding.max_new_tokens}
+        if not decoding.greedy:
+            fields.update(top_p=decoding.top_p)
+            if seed is not None:
+                fields["seed"] = seed
+        if decoding.n != 1:
+            fields["n"] = decoding.n
+        structured = structured_fields(decoding)
+        extra = {**self.extra_body, **decoding.extra, **structured.pop("extra_body", {})}
+        fields.update(structured, extra_body=extra or None)
+        return fields
 
     # -- budget ---------------------------------------------------------------------------------------------
     def _take_request(self) -> bool:
-        """Count one request about to be sent; False (and ``stop_reason``) once a budget is spent."""
+        """Count one request about to be sent; False (and ``budget_spent``) once a budget is spent."""
         with self._lock:
-            if self.stop_reason is None:
+            if self.budget_spent is None:
                 if self.max_requests is not None and self.requests_sent >= self.max_requests:
-                    self.stop_reason = f"--max-requests {self.max_requests} reached"
+                    self.budget_spent = f"--max-requests {self.max_requests} reached"
                 elif self.max_tokens_budget is not None and self.tokens_used >= self.max_tokens_budget:
-                    self.stop_reason = f"--max-tokens-budget {self.max_tokens_budget} reached ({self.tokens_used} used)"
-            if self.stop_reason is not None:
+                    self.budget_spent = f"--max-tokens-budget {self.max_tokens_budget} reached ({self.tokens_used} used)"
+            if self.budget_spent is not None:
                 return False
             self.requests_sent += 1
             return True
@@ -197,32 +258,31 @@ class OpenAIEngine:
         time.sleep(retry_after if retry_after is not None else delay)
 
     # -- one item -------------------------------------------------------------------------------------------
-    def _request(self, image, prompt: str) -> Answer | None:
+    def _request(self, image, prompt: str, decoding: Decoding, seed: int | None) -> list[Answer]:
         openai = self._openai
         messages = chat_messages(image_data_url(image, self.image_format), prompt, self.image_detail)
+        fields = self.request_fields(decoding, seed)
         last = "no request sent"
         for attempt in range(self.max_retries + 1):
             if not self._take_request():
-                return None  # budget spent: left pending, a rerun answers it
+                return [Answer.unsent(self.budget_spent)] * decoding.n  # left pending, a rerun answers it
             retry_after = None
             try:
-                reply = self.client.chat.completions.create(
-                    model=self.model, messages=messages, temperature=0.0, max_tokens=self.settings.max_new_tokens,
-                    extra_body=self.extra_body or None)
-                return self._answer(reply)
+                reply = self.client.chat.completions.create(model=self.model, messages=messages, **fields)
+                return self._answers(reply, decoding.n)
             except openai.APIStatusError as e:
                 status = e.status_code
                 last = f"HTTP {status}: {self.scrub(_short(e.message))}"
                 if status in FATAL_STATUSES:
                     with self._lock:  # before raising: no item waiting in the pool may send another request
-                        self.stop_reason = self.stop_reason or "the endpoint refused"
+                        self.budget_spent = self.budget_spent or "the endpoint refused"
                     raise EndpointError(f"{self.base_url} refused the request ({last}); check the base URL, "
                                         "--model and the API key") from None
                 if status not in RETRY_STATUSES:
-                    return Answer("", 0, error=f"not retried: {last}")
+                    return [Answer("", 0, error=f"not retried: {last}")] * decoding.n
                 retry_after = parse_retry_after(e.response.headers)
                 if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
-                    return Answer("", 0, error=f"{last}; the server asks to wait {retry_after:.0f}s")
+                    return [Answer("", 0, error=f"{last}; the server asks to wait {retry_after:.0f}s")] * decoding.n
             except openai.APITimeoutError:
                 last = f"no answer within {self.client.timeout}s (--request-timeout)"
             except openai.APIConnectionError as e:
@@ -232,13 +292,17 @@ class OpenAIEngine:
             if attempt < self.max_retries:
                 log.info("request failed (%s); retry %d of %d", last, attempt + 1, self.max_retries)
                 self._sleep(attempt, retry_after)
-        return Answer("", 0, error=f"failed after {self.max_retries + 1} attempts: {last}")
+        return [Answer("", 0, error=f"failed after {self.max_retries + 1} attempts: {last}")] * decoding.n
 
-    def _answer(self, reply) -> Answer:
+    def _answers(self, reply, n: int) -> list[Answer]:
+        """One answer per choice; the reply's usage (one per request) goes with the first."""
         if isinstance(reply, str):  # the client hands back a non-JSON body as text
             raise ValueError(f"expected a JSON chat completion, got {len(reply)} characters of text")
-        text = reply.choices[0].message.content
-        if not isinstance(text, str):
+        choices = sorted(reply.choices, key=lambda c: c.index or 0)
+        if len(choices) != n:
+            raise ValueError(f"the chat completion holds {len(choices)} choices, {n} were asked for")
+        texts = [c.message.content for c in choices]
+        if not all(isinstance(t, str) for t in texts):
             raise ValueError("the chat completion holds no message content")
         usage = None
         if reply.usage is not None:
@@ -247,22 +311,30 @@ class OpenAIEngine:
             with self._lock:
                 self.tokens_used += usage["prompt_tokens"] + usage["completion_tokens"]
         tokens = usage["completion_tokens"] if usage else 0
-        return Answer(text, tokens, usage=usage)
+        return [Answer(t, tokens if i == 0 else 0, usage=usage if i == 0 else None, stop_reason=c.finish_reason)
+                for i, (t, c) in enumerate(zip(texts, choices))]
 
     # -- the engine's interface -----------------------------------------------------------------------------
-    def generate(self, images, prompts) -> list[Answer | None]:
-        """One answer per item, in order; None for an item not sent because a budget is spent."""
-        futures = [self.pool.submit(self._request, img, p) for img, p in zip(images, prompts)]
+    def sample(self, images, prompts, decoding: Decoding, seeds=None) -> list[list[Answer]]:
+        """``decoding.n`` answers per item, in order; ``Answer.unsent`` for an item not sent (a budget spent)."""
+        images, prompts = list(images), list(prompts)
+        seeds = seeds_for(seeds, len(prompts), decoding)
+        futures = [self.pool.submit(self._request, img, p, decoding, s) for img, p, s in zip(images, prompts, seeds)]
         answers, fatal = [], None
         for f in futures:
             try:
                 answers.append(f.result())
             except EndpointError as e:
                 fatal = fatal or e
-                answers.append(None)
+                answers.append([])
         if fatal is not None:
             raise fatal
         return answers
+
+    def generate(self, images, prompts, decoding: Decoding | None = None, seeds=None) -> list[Answer]:
+        decoding = decoding or self.decoding
+        one_each(self.name, decoding)
+        return [a[0] for a in self.sample(images, prompts, decoding, seeds)]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -285,28 +357,3 @@ def parse_extra_body(text: str | None) -> dict:
     if not isinstance(value, dict):
         raise UniferError(f"--extra-body must be a JSON object, got {text!r}")
     return value
-
-
-def add_engine_arguments(ap) -> None:
-    """The ``openai engine`` flags of ``unifer infer`` (their own group)."""
-    g = ap.add_argument_group("openai engine", "--engine openai: --model is the endpoint's model name; the key "
-                              "comes only from the environment")
-    g.add_argument("--base-url", default=None, help="the endpoint, e.g. http://127.0.0.1:8000/v1 or "
-                   "https://api.openai.com/v1")
-    g.add_argument("--api-key-env", default=None,
-                   help="environment variable holding the key (default OPENAI_API_KEY; a loopback server needs none)")
-    g.add_argument("--concurrency", type=int, default=None, help="requests in flight (default 4)")
-    g.add_argument("--image-format", choices=IMAGE_FORMATS, default=None,
-                   help="png (lossless, default: a local server answers as the offline engines) or jpeg")
-    g.add_argument("--image-detail", choices=IMAGE_DETAILS, default=None, help="the image part's detail (not sent "
-                   "by default)")
-    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request (default 120)")
-    g.add_argument("--max-retries", type=int, default=6, help="retries of a failed request (default 6)")
-    g.add_argument("--retry-base-delay", type=float, default=1.0,
-                   help="first backoff in seconds, doubled per retry, full jitter, capped at 60 (default 1)")
-    g.add_argument("--extra-body", default=None, metavar="JSON",
-                   help='extra request fields, e.g. \'{"repetition_penalty": 1.05}\' for a vLLM server')
-    g.add_argument("--max-requests", type=int, default=None,
-                   help="send at most N requests in this run (retries count), then stop cleanly; rerun to go on")
-    g.add_argument("--max-tokens-budget", type=int, default=None,
-                   help="stop sending once this run's prompt + completion tokens reach N; rerun to go on")
