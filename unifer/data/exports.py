@@ -169,8 +169,8 @@ def export_lmms_eval(sets: list[ExportSet], image_root, out, max_new_tokens: int
     write_text_atomic(package / "models" / "__init__.py", "AVAILABLE_MODELS: dict[str, str] = {}\n")
     write_text_atomic(package / "tasks" / "__init__.py", "")
     write_text_atomic(tasks / "utils.py", '"""The FERBench task functions: this repository\'s scorer."""\n'
-                      "from unifer.scoring.lmms_eval_task import doc_to_messages, doc_to_target, process_results  "
-                      "# noqa: F401\n")
+                      "from unifer.scoring.lmms_eval_task import (  # noqa: F401\n"
+                      "    doc_to_messages, doc_to_target, doc_to_text, doc_to_visual, process_results)\n")
     for s in sets:
         write_text_atomic(tasks / f"{LMMS_TASKS[s.key]}.yaml", task_yaml(s.key, data_dir, max_new_tokens))
     write_text_atomic(tasks / f"{LMMS_GROUP}.yaml", group_yaml([s.key for s in sets]))
@@ -184,7 +184,7 @@ def task_yaml(key: str, data_dir: Path, max_new_tokens: int = MAX_NEW_TOKENS) ->
     return (f"task: {LMMS_TASKS[key]}\ndataset_path: {json.dumps(str(data_dir))}\ndataset_name: {json.dumps(key)}\n"
             "test_split: test\noutput_type: generate_until\n"
             "doc_to_messages: !function utils.doc_to_messages\ndoc_to_target: !function utils.doc_to_target\n"
-            "doc_to_visual: null\ndoc_to_text: null\n"
+            "doc_to_visual: !function utils.doc_to_visual\ndoc_to_text: !function utils.doc_to_text\n"
             f"generation_kwargs:\n  max_new_tokens: {max_new_tokens}\n  temperature: 0\n  do_sample: false\n"
             "  until: []\n"
             "reasoning_tags: none\n"  # lmms-eval strips <think> blocks by default; the paper's scorer reads them

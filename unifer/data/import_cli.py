@@ -32,8 +32,9 @@ def run(args: argparse.Namespace) -> int:
     for name in args.files:
         path = resolve_path(name)
         if args.tool == "lmms-eval":
-            samples, decoding = imports.read_lmms_eval(path)
-            model = args.model or imports.lmms_eval_model(path)
+            samples = imports.read_lmms_eval(path)
+            found, decoding = imports.lmms_eval_run(path)
+            model = args.model or found
             fallback = path.parent.name
         else:
             samples, decoding = imports.read_vlmevalkit(path), {}
@@ -55,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
                   f"(all in {output.name[:-5]}.meta.json)")
         missing = imported.items_without_sample
         if missing:
-            shown = ", ".join(missing[: imports.MAX_LISTED]) + (" …" if len(missing) > imports.MAX_LISTED else "")
-            print(f"note: {len(missing)} of {len(qa_records)} {fer_set.name} items have no sample: {shown}")
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            print(f"note: {len(missing)} of {len(qa_records)} {fer_set.name} items have no sample ({shown}; all in "
+                  f"{output.name[:-5]}.meta.json)")
         errors = sum(1 for r in imported.results if r.get("error") is True)
         print(f"{fer_set.name}: {len(imported.results)} items imported ({errors} failed requests as error items), "
               f"{len(imported.unmatched_samples)} samples unmatched -> {output}\n"

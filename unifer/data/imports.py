@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ class Sample:
     """One answered item of another tool: where it is (file, row), its image path, its response."""
 
     where: str
-    image_path: str
+    image_paths: tuple[str, ...]  # the first that names a FERBench item is its image
     response: str
     fer_set: FERSet | None  # the set its own fields name (candidate labels, prompt), if any
 
@@ -54,31 +55,37 @@ class Imported:
 # ------------------------------------------------------------------------------------------------------- readers
 
 
-def read_lmms_eval(path) -> tuple[list[Sample], dict]:
-    """An lmms-eval ``*_samples_<task>.jsonl``: (samples, the decoding arguments its requests carried)."""
+def read_lmms_eval(path) -> list[Sample]:
+    """An lmms-eval ``*_samples_<task>.jsonl`` (``--log_samples``). Its image is the document's ``image_path`` where
+    the sample keeps the document, else the paths lmms-eval lists in ``input_media``; its response the raw one
+    (``resps``, before any filter) or, where lmms-eval left that out as equal, ``filtered_resps``."""
     path = resolve_path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise UniferError(f"cannot read {path}: {e.strerror or e}") from None
-    task_set = _set_from_name(path.name)
-    samples, decoding = [], {}
+    name_set = _set_from_name(path.name)
+    samples = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as e:
-            raise DataError(path, f"line {n} is not JSON ({e.msg}); expected lmms-eval's --log_samples JSON Lines") from None
-        doc = _field(row, "doc", dict, path, n)
-        image = _field(doc, "image_path", str, path, n, "doc.image_path")
-        response = _first_text(_field(row, "resps", list, path, n), path, n)
-        labels = doc.get("candidate_labels")
-        fer_set = set_for_labels(labels) if isinstance(labels, list) else None
-        samples.append(Sample(f"{path.name}:{n}", image, response, fer_set or task_set))
-        if not decoding:
-            decoding = next((a for a in row.get("arguments") or [] if isinstance(a, dict)), {})
-    return samples, decoding
+            raise DataError(path, f"line {n} is not JSON ({e.msg}); expected lmms-eval's --log_samples JSON "
+                                  "Lines") from None
+        if not isinstance(row, dict):
+            raise DataError(path, f"line {n}: expected a JSON object, found {type(row).__name__}")
+        doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
+        if isinstance(doc.get("image_path"), str):
+            images = (doc["image_path"],)
+        else:
+            media = _field(row, "input_media", list, path, n)
+            images = tuple(m for m in media if isinstance(m, str))
+        response = _first_text(row.get("resps", _field(row, "filtered_resps", (list, str), path, n)), path, n)
+        fer_set = _set_named(doc.get("candidate_labels"), row.get("input")) or name_set
+        samples.append(Sample(f"{path.name}:{n}", images, response, fer_set))
+    return samples
 
 
 def read_vlmevalkit(path) -> list[Sample]:
@@ -108,33 +115,37 @@ def read_vlmevalkit(path) -> list[Sample]:
         if not isinstance(image, str) or not image.strip():
             raise DataError(path, f"row {i + 2}: expected an image path, found {image!r}", field="image_path")
         response = "" if _missing(response) else str(response)
-        fer_set = None
-        if isinstance(row.get("candidate_labels"), str):
-            fer_set = set_for_labels(c.strip() for c in row["candidate_labels"].split(","))
-        if fer_set is None and isinstance(row.get("question"), str):
-            cands = prompt_candidates(row["question"])
-            fer_set = set_for_labels(cands) if cands else None
-        samples.append(Sample(where, image, response, fer_set or name_set))
+        labels = row.get("candidate_labels")
+        labels = [c.strip() for c in labels.split(",")] if isinstance(labels, str) else None
+        samples.append(Sample(where, (image,), response, _set_named(labels, row.get("question")) or name_set))
     return samples
 
 
+def _set_named(labels, prompt) -> FERSet | None:
+    """The set a sample's candidate labels, or else its prompt, name."""
+    fer_set = set_for_labels(labels) if isinstance(labels, list) else None
+    if fer_set is None and isinstance(prompt, str):
+        cands = prompt_candidates(prompt)
+        fer_set = set_for_labels(cands) if cands else None
+    return fer_set
+
+
 def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _field(row, name: str, typ: type, path: Path, line: int, label: str | None = None):
-    if not isinstance(row, dict) or name not in row:
-        raise DataError(path, f"line {line}: missing field; expected lmms-eval's --log_samples records",
-                        field=label or name)
+def _field(row: dict, name: str, typ, path: Path, line: int):
+    if name not in row:
+        raise DataError(path, f"line {line}: missing field; expected lmms-eval's --log_samples records", field=name)
     if not isinstance(row[name], typ):
-        raise DataError(path, f"line {line}: expected {typ.__name__}, found {type(row[name]).__name__}",
-                        field=label or name)
+        wanted = " or ".join(t.__name__ for t in (typ if isinstance(typ, tuple) else (typ,)))
+        raise DataError(path, f"line {line}: expected {wanted}, found {type(row[name]).__name__}", field=name)
     return row[name]
 
 
-def _first_text(resps: list, path: Path, line: int) -> str:
-    first = resps[0] if resps else None
-    while isinstance(first, list):  # [[text]] (raw) or [text] (filtered)
+def _first_text(resps, path: Path, line: int) -> str:
+    first = resps
+    while isinstance(first, list):  # text, [text] or [[text]]
         first = first[0] if first else None
     if not isinstance(first, str):
         raise DataError(path, f"line {line}: expected the response text, found {type(first).__name__}", field="resps")
@@ -178,12 +189,13 @@ def match(samples: list[Sample], qa_records: list[dict], fer_set: FERSet) -> Imp
     answers: dict[int, Sample] = {}
     out = Imported(fer_set, [])
     for s in samples:
-        i = index.get(s.image_path)
+        i = next((index[p] for p in s.image_paths if p in index), None)
         if i is None:
-            out.unmatched_samples.append(f"{s.where}: {s.image_path} (no {fer_set.name} item has this image)")
+            shown = ", ".join(s.image_paths) or "no image path"
+            out.unmatched_samples.append(f"{s.where}: {shown} (no {fer_set.name} item has this image)")
         elif i in answers:
-            out.unmatched_samples.append(f"{s.where}: {s.image_path} (a second sample of the item of "
-                                         f"{answers[i].where}; the first is kept)")
+            out.unmatched_samples.append(f"{s.where}: {qa_records[i]['image_path']} (a second sample of the item "
+                                         f"of {answers[i].where}; the first is kept)")
         else:
             answers[i] = s
     for i, r in enumerate(qa_records):
@@ -214,8 +226,7 @@ def write_import(imported: Imported, qa_path: Path, output: Path, meta: dict, ov
         **meta, "set": imported.fer_set.key, "items": len(imported.results), "errors": errors, "shard": None,
         "input": str(qa_path), "input_sha256": hashlib.sha256(qa_path.read_bytes()).hexdigest(),
         "unmatched_samples": imported.unmatched_samples,
-        "items_without_sample": len(imported.items_without_sample),
-        "items_without_sample_listed": imported.items_without_sample[:MAX_LISTED],
+        "items_without_sample": imported.items_without_sample,
         "unifer_version": __version__})
     return output
 
@@ -235,20 +246,22 @@ def load_qa(fer_set: FERSet, qa_dir=None) -> tuple[Path, list[dict]]:
     return path, load_records(path, "qa", hint="the QA files the export was built from (--qa-dir)")
 
 
-def lmms_eval_model(samples_path: Path) -> str | None:
-    """The model an lmms-eval run names in its ``*_results.json`` beside the samples (``model_args``' model=…)."""
+def lmms_eval_run(samples_path: Path) -> tuple[str | None, dict]:
+    """(model, decoding) from the lmms-eval ``*_results.json`` beside the samples: ``model_args``' model=…, the
+    task's ``generation_kwargs``. (None, {}) when there is none."""
+    task = re.search(r"_samples_(.+)\.jsonl$", samples_path.name)
     for results in sorted(samples_path.parent.glob("*_results.json"), reverse=True):
         try:
-            config = json.loads(results.read_text(encoding="utf-8")).get("config") or {}
+            run = json.loads(results.read_text(encoding="utf-8"))
+            config = run.get("config") or {}
         except (OSError, ValueError, AttributeError):
             continue
-        args = config.get("model_args") or ""
-        if isinstance(args, dict):
-            args = ",".join(f"{k}={v}" for k, v in args.items())
-        found = re.search(r"(?:^|,)\s*(?:model|model_version|pretrained)=([^,]+)", str(args))
-        if found:
-            return found.group(1).strip()
-    return None
+        decoding = ((run.get("configs") or {}).get(task.group(1) if task else "", {}) or {}).get("generation_kwargs")
+        found = re.search(r"(?:^|,)\s*(?:model|model_version|pretrained)=([^,]+)", str(config.get("model_args") or ""))
+        model = found.group(1).strip() if found else run.get("model_name")
+        if model or decoding:
+            return model, decoding if isinstance(decoding, dict) else {}
+    return None, {}
 
 
 def run_name_for(model: str | None, fallback: str) -> str:

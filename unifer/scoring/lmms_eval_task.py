@@ -21,10 +21,19 @@ def _set_of(doc: dict):
     return fer_set
 
 
+def doc_to_visual(doc: dict) -> list:
+    """The image at the size inference gives it (224×224)."""
+    return [resize(to_rgb(doc["image"]), IMAGE_SIZE)]
+
+
+def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
+    return doc["prompt"]
+
+
 def doc_to_messages(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> list[dict]:
     """One user turn: the image, then the prompt (the order of this repository's engines)."""
-    image = resize(to_rgb(doc["image"]), IMAGE_SIZE)
-    return [{"role": "user", "content": [{"type": "image", "url": image}, {"type": "text", "text": doc["prompt"]}]}]
+    content = [{"type": "image", "url": image} for image in doc_to_visual(doc)]
+    return [{"role": "user", "content": [*content, {"type": "text", "text": doc_to_text(doc)}]}]
 
 
 def doc_to_target(doc: dict) -> str:
