@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,17 +172,21 @@ def export_lmms_eval(sets: list[ExportSet], image_root, out, max_new_tokens: int
     write_text_atomic(tasks / "utils.py", '"""The FERBench task functions: this repository\'s scorer."""\n'
                       "from unifer.scoring.lmms_eval_task import (  # noqa: F401\n"
                       "    doc_to_messages, doc_to_target, doc_to_text, doc_to_visual, process_results)\n")
+    # datasets caches a local folder under its name and configuration, not its content: each export gets its own
+    # cache, so lmms-eval never serves an earlier export's items.
+    cache = out / "cache" / uuid.uuid4().hex[:12]
     for s in sets:
-        write_text_atomic(tasks / f"{LMMS_TASKS[s.key]}.yaml", task_yaml(s.key, data_dir, max_new_tokens))
+        write_text_atomic(tasks / f"{LMMS_TASKS[s.key]}.yaml", task_yaml(s.key, data_dir, cache, max_new_tokens))
     write_text_atomic(tasks / f"{LMMS_GROUP}.yaml", group_yaml([s.key for s in sets]))
     return package / "tasks"
 
 
-def task_yaml(key: str, data_dir: Path, max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+def task_yaml(key: str, data_dir: Path, cache: Path, max_new_tokens: int = MAX_NEW_TOKENS) -> str:
     """One set's lmms-eval task: the exported Parquet, the image then the prompt, greedy, both protocols' accuracy."""
     metrics = "".join(f"  - metric: {m}\n    aggregation: mean\n    higher_is_better: true\n"
                       for m in ("accuracy", "accuracy_strict"))
     return (f"task: {LMMS_TASKS[key]}\ndataset_path: {json.dumps(str(data_dir))}\ndataset_name: {json.dumps(key)}\n"
+            f"dataset_kwargs:\n  cache_dir: {json.dumps(str(cache))}\n"
             "test_split: test\noutput_type: generate_until\n"
             "doc_to_messages: !function utils.doc_to_messages\ndoc_to_target: !function utils.doc_to_target\n"
             "doc_to_visual: !function utils.doc_to_visual\ndoc_to_text: !function utils.doc_to_text\n"
