@@ -66,7 +66,7 @@ def test_vlmevalkit_predictions_score_like_the_original_results(qa_dir, tmp_path
         frame = frame.iloc[::-1]  # the order of the rows is not what pairs them
         path = tmp_path / f"Qwen2.5-VL-7B_{name}.{fmt}"
         frame.to_excel(path, index=False) if fmt == "xlsx" else frame.to_csv(path, sep="\t", index=False)
-        rc, out, err = unifer("import", "vlmevalkit", path, "--qa-dir", qa_dir, "--results-dir", tmp_path / "res")
+        rc, _, err = unifer("import", "vlmevalkit", path, "--qa-dir", qa_dir, "--results-dir", tmp_path / "res")
         assert rc == 0, err
         results = tmp_path / "res" / f"{fer_set.key}_Qwen2.5-VL-7B_results.json"
         assert read_records(results) == original  # the QA file's order, each record plus the response
