@@ -104,7 +104,8 @@ def test_vlmevalkit_tsv_reads_back_as_vlmevalkit_reads_it(mini, tmp_path):
         assert frame["index"].tolist() == list(range(len(records)))
         assert frame["question"].tolist() == [r["prompt"] for r in records]
         assert frame["answer"].tolist() == [r["true_label"] for r in records]
-        assert frame["image_path"].tolist() == [r["image_path"] for r in records]
+        assert frame["ferbench_image_path"].tolist() == [r["image_path"] for r in records]
+        assert "image_path" not in frame.columns  # VLMEvalKit would read it as where to write the image
         for r, b64 in zip(records, frame["image"]):
             decoded = Image.open(io.BytesIO(base64.b64decode(b64)))  # VLMEvalKit's decode_base64_to_image
             original = open_image(join_image_path(raw, r["image_path"]))

@@ -60,7 +60,7 @@ def test_vlmevalkit_predictions_score_like_the_original_results(qa_dir, tmp_path
         original = original_results(qa_dir, fer_set)
         frame = pd.DataFrame({"index": range(len(original)), "question": [r["prompt"] for r in original],
                               "answer": [r["true_label"] for r in original],
-                              "image_path": [r["image_path"] for r in original],
+                              "ferbench_image_path": [r["image_path"] for r in original],
                               "candidate_labels": [",".join(r["candidate_labels"]) for r in original],
                               "prediction": [r["model_response"] for r in original]})
         frame = frame.iloc[::-1]  # the order of the rows is not what pairs them
@@ -151,11 +151,11 @@ def test_a_vlmevalkit_file_of_the_wrong_shape_is_one_line(qa_dir, tmp_path):
     pd.DataFrame({"index": [0], "question": [RAF.prompt], "answer": ["anger"], "image_path": ["/faces/0.png"]}).to_csv(
         path, sep="\t", index=False)
     rc, _, err = unifer("import", "vlmevalkit", path, "--qa-dir", qa_dir, "--results-dir", tmp_path)
-    assert rc == 2 and err.count("\n") == 1 and "'prediction'" in err and "no column" in err, err
-    pd.DataFrame({"image_path": [""], "prediction": ["x"], "question": [RAF.prompt]}).to_csv(path, sep="\t",
-                                                                                            index=False)
+    assert rc == 2 and err.count("\n") == 1 and "'ferbench_image_path'" in err and "no column" in err, err
+    pd.DataFrame({"ferbench_image_path": [""], "prediction": ["x"], "question": [RAF.prompt]}).to_csv(
+        path, sep="\t", index=False)
     rc, _, err = unifer("import", "vlmevalkit", path, "--qa-dir", qa_dir, "--results-dir", tmp_path)
-    assert rc == 2 and "row 2" in err and "'image_path'" in err, err
+    assert rc == 2 and "row 2" in err and "'ferbench_image_path'" in err, err
 
 
 def test_samples_of_no_known_set_ask_for_set(qa_dir, tmp_path):

@@ -11,7 +11,7 @@ images are the files' original bytes (never re-encoded).
   set and the group ``ferbench``; ``process_results`` is ``unifer.scoring.lmms_eval_task`` (this repository's
   scorer, both protocols).
 - ``vlmevalkit``: ``FERBench_<SET>.tsv`` per set, VLMEvalKit's custom VQA layout (``index``, base64 ``image``,
-  ``question``, ``answer``) plus ``image_path`` and ``candidate_labels``, which its predictions files keep and
+  ``question``, ``answer``) plus ``ferbench_image_path`` and ``candidate_labels``, which its predictions files keep and
   ``unifer import vlmevalkit`` matches on.
 """
 from __future__ import annotations
@@ -34,6 +34,9 @@ LMMS_TASKS = {"rafdb": "ferbench_rafdb", "ferplus": "ferbench_ferplus", "affectn
               "sfew_2.0": "ferbench_sfew"}
 VLMEVALKIT_NAMES = {"rafdb": "FERBench_RAFDB", "ferplus": "FERBench_FERPlus", "affectnet": "FERBench_AffectNet",
                     "sfew_2.0": "FERBench_SFEW"}
+#: The TSVs' column of FERBench's image path: VLMEvalKit reads a column named ``image_path`` as where to find
+#: (or write) the image, and the QA files' paths begin with '/'.
+VLMEVALKIT_IMAGE_PATH = "ferbench_image_path"
 LMMS_GROUP = "ferbench"
 LMMS_PACKAGE = "unifer_ferbench"
 #: The paper's decoding: greedy, 1024 new tokens.
@@ -220,7 +223,7 @@ def export_vlmevalkit(sets: list[ExportSet], image_root, out) -> dict[str, Path]
             "image": [base64.b64encode(b).decode("ascii") for b in images[s.key]],
             "question": [r["prompt"] for r in s.records],
             "answer": [r["true_label"] for r in s.records],
-            "image_path": [r["image_path"] for r in s.records],
+            VLMEVALKIT_IMAGE_PATH: [r["image_path"] for r in s.records],
             "candidate_labels": [",".join(r["candidate_labels"]) for r in s.records]})
         path = out / f"{VLMEVALKIT_NAMES[s.key]}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)

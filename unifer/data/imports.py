@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unifer import __version__
-from unifer.data.exports import LMMS_TASKS, VLMEVALKIT_NAMES
+from unifer.data.exports import LMMS_TASKS, VLMEVALKIT_IMAGE_PATH, VLMEVALKIT_NAMES
 from unifer.data.images import IMAGE_SIZE
 from unifer.data.jsonio import write_json_atomic
 from unifer.data.records import load_records, prompt_candidates
@@ -102,7 +102,7 @@ def read_vlmevalkit(path) -> list[Sample]:
         raise UniferError(f"{path}: reading .xlsx needs openpyxl ({e}); or pass VLMEvalKit's .tsv/.csv") from None
     except (OSError, ValueError) as e:
         raise UniferError(f"cannot read {path}: {e}") from None
-    for column in ("image_path", "prediction"):
+    for column in (VLMEVALKIT_IMAGE_PATH, "prediction"):
         if column not in frame.columns:
             raise DataError(path, f"no column {column!r} (columns: {', '.join(map(str, frame.columns))}); expected "
                                   "VLMEvalKit's predictions of a TSV from unifer ferbench export --format vlmevalkit",
@@ -111,9 +111,9 @@ def read_vlmevalkit(path) -> list[Sample]:
     samples = []
     for i, row in enumerate(frame.to_dict("records")):
         where = f"{path.name} row {i + 2}"  # the header is row 1
-        image, response = row["image_path"], row["prediction"]
+        image, response = row[VLMEVALKIT_IMAGE_PATH], row["prediction"]
         if not isinstance(image, str) or not image.strip():
-            raise DataError(path, f"row {i + 2}: expected an image path, found {image!r}", field="image_path")
+            raise DataError(path, f"row {i + 2}: expected an image path, found {image!r}", field=VLMEVALKIT_IMAGE_PATH)
         response = "" if _missing(response) else str(response)
         labels = row.get("candidate_labels")
         labels = [c.strip() for c in labels.split(",")] if isinstance(labels, str) else None
