@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ferbench": ("unifer.pipeline.ferbench", "build or check the FERBench QA files, write RLVR records; run: answer and score all four sets"),
     "data": ("unifer.data.check", "check a CoT / RLVR / QA / results file: records, labels, duplicates, images"),
     "infer": ("unifer.infer.runner", "answer a FERBench set with a model (resumable, batched, sharded)"),
+    "import": ("unifer.data.import_cli", "another tool's FERBench run (lmms-eval samples, VLMEvalKit predictions) "
+               "as results files + .meta.json"),
     "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
     "leaderboard": ("unifer.scoring.leaderboard", "every scored run in one table (Markdown, CSV) and two figures"),
     "presets": ("unifer.infer.presets", "list the known models (presets): engine, model, run, what was run here"),

@@ -201,11 +201,19 @@ def add_arguments(parser: argparse.ArgumentParser):
     r.add_argument("--folder", default=None, help="for --dataset folder: DIR/<label>/<image>, inside the root")
     r.add_argument("--affectnet-csv", default=None,
                    help="AffectNet labels (default: IMAGE_ROOT/AffectNet/training.csv for --split train)")
+    from unifer.data import export_cli
+
+    export_cli.add_arguments(sub.add_parser("export", help="FERBench as a Hugging Face dataset, an lmms-eval task "
+                                                            "or VLMEvalKit TSVs, from your own image root"))
     return sub
 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        from unifer.data import export_cli
+
+        return export_cli.run(args)
     if args.action == "build":
         build(args.image_root, args.datasets, args.out_dir, args.affectnet_csv)
     elif args.action == "check":
