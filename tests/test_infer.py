@@ -128,8 +128,9 @@ def _result_lines(path: Path) -> int:
 @pytest.mark.slow
 def test_sigkill_at_several_random_points_then_rerun_writes_the_same_bytes(tiny_model, photo_qa, reference, tmp_path,
                                                                           capsys):
-    """Killed three times, each at a random moment after a random number of finished items (the kill can land
-    mid-batch or mid-write), each restart resuming the last: the final file equals an uninterrupted run's."""
+    """Killed three times, each at a random moment while that restart is writing answers (after it recorded a
+    random number of new items, and before it finished; the kill can land mid-batch or mid-write), each restart
+    resuming the last: the final file equals an uninterrupted run's."""
     import random
 
     out = tmp_path / "results" / "killed.json"
@@ -140,22 +141,25 @@ def test_sigkill_at_several_random_points_then_rerun_writes_the_same_bytes(tiny_
     progress = progress_path(out)
     rng = random.Random(1234)
     kills = []  # finished items found in the progress file after each kill
-    for threshold in sorted(rng.sample(range(1, 9), 3)):
+    for _ in range(3):
+        before = kills[-1] if kills else 0
+        threshold = before + rng.randint(1, 3)  # at most 9 of the 12 items: the restart is still writing
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 120
         while _result_lines(progress) < threshold and proc.poll() is None and time.time() < deadline:
             time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.1))
+        assert proc.poll() is None and time.time() < deadline, (
+            f"restart {len(kills) + 1} ended or stalled before recording {threshold} items: "
+            f"{proc.communicate()[1].decode(errors='replace')[-2000:]}")
+        time.sleep(rng.uniform(0, 0.05))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if out.exists():  # this restart finished before its kill landed: nothing left to interrupt
-            break
-        assert not kills or _result_lines(progress) >= kills[-1], "a kill never loses finished items"
+        assert proc.wait() == -signal.SIGKILL, "the kill landed: the process did not exit on its own"
+        assert not out.exists(), "the kill landed before the results were written"
         kills.append(_result_lines(progress))
-    assert kills and 1 <= kills[0] < 12, "the first kill should land part-way"
-    if not out.exists():
-        run(tiny_model, photo_qa, out, "--batch-size", 2)  # the same arguments, in-process (saves a start-up)
-        assert f"resuming: {kills[-1]} of 12 items already done" in capsys.readouterr().err
+        assert kills[-1] > before, "each kill comes after more items were recorded than at the last"
+    assert len(kills) == 3 and kills[-1] < 12
+    run(tiny_model, photo_qa, out, "--batch-size", 2)  # the same arguments, in-process (saves a start-up)
+    assert f"resuming: {kills[-1]} of 12 items already done" in capsys.readouterr().err
     assert out.read_bytes() == reference
     assert not progress.exists(), "the progress file goes once the results are written"
 
