@@ -249,12 +249,25 @@ def test_shards_merge_into_the_unsharded_file_and_other_arguments_are_refused(ti
     assert len(short) == 2
 
 
-def test_a_second_process_on_the_same_output_is_refused(tiny_model, photo_qa, tmp_path):
+def test_a_second_process_on_the_same_output_is_refused(tiny_model, photo_qa, reference, tmp_path):
+    """A real inference run in its own process writes the output; a second one (this process) started on the same
+    output while it writes is refused, and the first finishes with an uninterrupted run's bytes: nothing mixed."""
     out = tmp_path / "busy.json"
-    with ProgressFile(progress_path(out), {"held": "by another run"}):  # flock: per open file, even in-process
-        with pytest.raises(UniferError, match="another run is writing"):
-            run(tiny_model, photo_qa, out)
-    assert not out.exists()
+    script = REPO_ROOT / "eval_rafdb" / "code" / "infer_unifer.py"
+    first = subprocess.Popen([PY, str(script), "--model", str(tiny_model), "--input", str(photo_qa), "--output",
+                              str(out), "--image-root", "/", "--max-new-tokens", str(TOKENS), "--dtype", "float32",
+                              "--batch-size", "2"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    progress = progress_path(out)
+    deadline = time.time() + 120
+    while _result_lines(progress) < 1 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert first.poll() is None and not out.exists(), "the first run should still be writing"
+    with pytest.raises(UniferError, match="another run is writing"):
+        run(tiny_model, photo_qa, out)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err.decode(errors="replace")[-2000:]
+    assert out.read_bytes() == reference
 
 
 def test_bad_model_or_input_stops_with_one_line(tiny_model, photo_qa, tmp_path, capsys):
