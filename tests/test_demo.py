@@ -21,6 +21,8 @@ def test_fast_demo_end_to_end_then_reuses(tmp_path, photos):
     # ... the SFT model nearly always does, and the strict protocol (exact label in the tag) finds its answers.
     assert summary["sft"]["total"]["answer_tag"] >= 0.9
     assert summary["sft"]["total"]["strict"] > 0
+    # ... and GRPO keeps that format (a run that lost it would print answers the strict protocol cannot read).
+    assert summary["grpo"]["total"]["answer_tag"] >= 0.8
     for key in ("rafdb", "ferplus", "affectnet", "sfew_2.0", "total"):
         for tag in ("base", "sft", "grpo"):
             assert 0.0 <= summary[tag][key]["paper"] <= 1.0

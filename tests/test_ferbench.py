@@ -264,8 +264,10 @@ def test_two_broken_sets_each_reported(raw, tmp_path):
 def test_bad_flags_are_one_line(raw, tmp_path):
     rc, _, err = cli("build", "--image-root", tmp_path / "nowhere", "--out-dir", tmp_path)
     assert rc == 2 and "image root is not a directory" in err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
     rc, _, err = cli("build", "--image-root", raw, "--datasets", "ckplus", "--out-dir", tmp_path)
     assert rc == 2 and "unknown FERBench set 'ckplus'" in err
+    assert err.startswith("error: ") and err.count("\n") == 1, err  # one line, no traceback
 
 
 # ---------------------------------------------------------------- check

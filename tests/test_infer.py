@@ -130,8 +130,9 @@ def _result_lines(path: Path) -> int:
 @pytest.mark.slow
 def test_sigkill_at_several_random_points_then_rerun_writes_the_same_bytes(tiny_model, photo_qa, reference, tmp_path,
                                                                           capsys):
-    """Killed three times, each at a random moment after a random number of finished items (the kill can land
-    mid-batch or mid-write), each restart resuming the last: the final file equals an uninterrupted run's."""
+    """Killed three times, each at a random moment while that restart is writing answers (after it recorded a
+    random number of new items, and before it finished; the kill can land mid-batch or mid-write), each restart
+    resuming the last: the final file equals an uninterrupted run's."""
     import random
 
     out = tmp_path / "results" / "killed.json"
@@ -142,22 +143,25 @@ def test_sigkill_at_several_random_points_then_rerun_writes_the_same_bytes(tiny_
     progress = progress_path(out)
     rng = random.Random(1234)
     kills = []  # finished items found in the progress file after each kill
-    for threshold in sorted(rng.sample(range(1, 9), 3)):
+    for _ in range(3):
+        before = kills[-1] if kills else 0
+        threshold = before + rng.randint(1, 3)  # at most 9 of the 12 items: the restart is still writing
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 120
         while _result_lines(progress) < threshold and proc.poll() is None and time.time() < deadline:
             time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.1))
+        assert proc.poll() is None and time.time() < deadline, (
+            f"restart {len(kills) + 1} ended or stalled before recording {threshold} items: "
+            f"{proc.communicate()[1].decode(errors='replace')[-2000:]}")
+        time.sleep(rng.uniform(0, 0.05))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if out.exists():  # this restart finished before its kill landed: nothing left to interrupt
-            break
-        assert not kills or _result_lines(progress) >= kills[-1], "a kill never loses finished items"
+        assert proc.wait() == -signal.SIGKILL, "the kill landed: the process did not exit on its own"
+        assert not out.exists(), "the kill landed before the results were written"
         kills.append(_result_lines(progress))
-    assert kills and 1 <= kills[0] < 12, "the first kill should land part-way"
-    if not out.exists():
-        run(tiny_model, photo_qa, out, "--batch-size", 2)  # the same arguments, in-process (saves a start-up)
-        assert f"resuming: {kills[-1]} of 12 items already done" in capsys.readouterr().err
+        assert kills[-1] > before, "each kill comes after more items were recorded than at the last"
+    assert len(kills) == 3 and kills[-1] < 12
+    run(tiny_model, photo_qa, out, "--batch-size", 2)  # the same arguments, in-process (saves a start-up)
+    assert f"resuming: {kills[-1]} of 12 items already done" in capsys.readouterr().err
     assert out.read_bytes() == reference
     assert not progress.exists(), "the progress file goes once the results are written"
 
@@ -247,12 +251,25 @@ def test_shards_merge_into_the_unsharded_file_and_other_arguments_are_refused(ti
     assert len(short) == 2
 
 
-def test_a_second_process_on_the_same_output_is_refused(tiny_model, photo_qa, tmp_path):
+def test_a_second_process_on_the_same_output_is_refused(tiny_model, photo_qa, reference, tmp_path):
+    """A real inference run in its own process writes the output; a second one (this process) started on the same
+    output while it writes is refused, and the first finishes with an uninterrupted run's bytes: nothing mixed."""
     out = tmp_path / "busy.json"
-    with ProgressFile(progress_path(out), {"held": "by another run"}):  # flock: per open file, even in-process
-        with pytest.raises(UniferError, match="another run is writing"):
-            run(tiny_model, photo_qa, out)
-    assert not out.exists()
+    script = REPO_ROOT / "eval_rafdb" / "code" / "infer_unifer.py"
+    first = subprocess.Popen([PY, str(script), "--model", str(tiny_model), "--input", str(photo_qa), "--output",
+                              str(out), "--image-root", "/", "--max-new-tokens", str(TOKENS), "--dtype", "float32",
+                              "--batch-size", "2"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    progress = progress_path(out)
+    deadline = time.time() + 120
+    while _result_lines(progress) < 1 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert first.poll() is None and not out.exists(), "the first run should still be writing"
+    with pytest.raises(UniferError, match="another run is writing"):
+        run(tiny_model, photo_qa, out)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err.decode(errors="replace")[-2000:]
+    assert out.read_bytes() == reference
 
 
 def test_bad_model_or_input_stops_with_one_line(tiny_model, photo_qa, tmp_path, capsys):

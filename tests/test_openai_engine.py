@@ -24,6 +24,19 @@ FAKE_KEY = "-".join(("sk", "test", "Zq8vJ3kLmN0pQrStUvWxYz1234567890abcdEFGH")) 
 # Every fault kind early on, interleaved with clean requests; "hang" outlasts the request timeout.
 FAULT_PLAN = {0: "429", 1: "500", 2: "503", 3: "drop", 4: "truncate", 6: "hang", 7: "sticky500",
               9: "echo-key-400", 11: "429", 12: "drop", 14: "truncate", 15: "503"}
+_MID = len(FAKE_KEY) // 2
+# the whole key and its head, middle and tail: a leak of any of them fails (the proxy echoes the key whole and
+# as sk-...tail, as vendors do)
+KEY_PIECES = {"whole key": FAKE_KEY, "head": FAKE_KEY[:14], "middle": FAKE_KEY[_MID - 6:_MID + 6],
+              "tail": FAKE_KEY[-12:]}
+
+
+def assert_key_nowhere(folder: Path, printed: str, when: str) -> None:
+    """No piece of the key in any file under ``folder`` nor in ``printed`` (stdout, stderr and the log)."""
+    for name, piece in KEY_PIECES.items():
+        leaks = [str(p) for p in folder.rglob("*") if p.is_file() and piece.encode() in p.read_bytes()]
+        assert not leaks, f"{when}: the key's {name} is written in {leaks}"
+        assert piece not in printed, f"{when}: the key's {name} is printed or logged"
 
 
 def write_qa(paths, out: Path) -> Path:
@@ -71,31 +84,35 @@ def check_faults_and_budgets(base_url, model, qa, folder: Path, clean: list[dict
         assert 1 <= len(errors) <= 4, reasons  # the retries saved the rest
         if "HTTP 400" in reasons:
             assert "Incorrect API key provided: [api key]" in reasons
-        assert proxy.authorizations == {f"Bearer {FAKE_KEY}"}  # the key was really sent...
+        assert proxy.authorizations == {f"Bearer {FAKE_KEY}"}  # the key was really sent, and echoed back...
+        assert (9, "echo-key-400") in proxy.log
+        said = capsys.readouterr()
+        printed = said.out + said.err + caplog.text
+        assert_key_nowhere(folder, printed, "after the faulty run")  # ...and written nowhere, error items included
         proxy.plan.clear()
         proxy.doomed.clear()
         # a rerun answers the error items again when asked, and then equals the clean run
         assert run_infer(proxy.base_url, model, qa, out, *fast, "--retry-errors", tokens=tokens) == 0
         assert json.loads(out.read_text(encoding="utf-8")) == clean
+        said = capsys.readouterr()
+        printed += said.out + said.err
 
         # --max-requests: stops cleanly, keeps everything; the rerun finishes; usage sums in the summary line
-        capsys.readouterr()
         budget = folder / "budget.json"
         assert run_infer(proxy.base_url, model, qa, budget, *fast, "--max-requests", "5", tokens=tokens) == 3
-        said = capsys.readouterr().out
-        assert "stopped, --max-requests 5 reached: 5 of" in said and not budget.exists()
+        said = capsys.readouterr()
+        printed += said.out + said.err
+        assert "stopped, --max-requests 5 reached: 5 of" in said.out and not budget.exists()
         assert run_infer(proxy.base_url, model, qa, budget, *fast, tokens=tokens) == 0
         final = json.loads(budget.read_text(encoding="utf-8"))
         assert final == clean
         prompt, completion = usage_sum(final)
         assert prompt > 0 and completion > 0
         said = capsys.readouterr()
+        printed += said.out + said.err
         assert f"usage: {prompt} prompt + {completion} completion tokens over {len(final)} items" in said.out
-    # ...and written nowhere: not in any file of the run's folder, nor in what was printed or logged
-    leaks = [p for p in folder.rglob("*") if p.is_file() and FAKE_KEY[8:20].encode() in p.read_bytes()]
-    assert not leaks
-    logged = said.out + said.err + caplog.text
-    assert FAKE_KEY[8:20] not in logged and FAKE_KEY not in logged
+    # every run's stdout and stderr, the whole log, every file of the run's folder: no piece of the key
+    assert_key_nowhere(folder, printed + caplog.text, "after the reruns")
     return first
 
 
@@ -109,12 +126,18 @@ def test_faults_budgets_and_key_against_a_fake_upstream(photos, tmp_path, monkey
                          "--concurrency", "8") == 0
         clean = json.loads(clean_out.read_text(encoding="utf-8"))
         # the request: the image (a lossless PNG of the 224×224 image every engine sees) then the prompt, greedy
-        req = upstream.requests[0]
-        assert req["temperature"] == 0 and req["max_tokens"] == 48 and req["repetition_penalty"] == 1.05
-        image, text = req["messages"][0]["content"]
-        assert image["type"] == "image_url" and image["image_url"]["url"].startswith("data:image/png;base64,")
-        assert text == {"type": "text", "text": get_set("rafdb").prompt} or text["type"] == "text"
         assert len(upstream.requests) == len(paths)
+        records = json.loads(qa.read_text(encoding="utf-8"))
+        expected = sorted((image_data_url(load_image(r["image_path"])), r["prompt"]) for r in records)
+        sent = []
+        for req in upstream.requests:
+            assert req["temperature"] == 0 and req["max_tokens"] == 48 and req["repetition_penalty"] == 1.05
+            assert len(req["messages"]) == 1 and req["messages"][0]["role"] == "user"
+            image, text = req["messages"][0]["content"]
+            assert image["type"] == "image_url" and text["type"] == "text"
+            sent.append((image["image_url"]["url"], text["text"]))
+        assert sorted(sent) == expected  # each image with its own record's FERBench prompt, word for word
+        assert {t for _, t in sent} == {get_set("rafdb").prompt, get_set("ferplus").prompt}
         for p, r in zip(paths, clean):
             assert r["model_response"] == FakeUpstream.answer_for(image_data_url(load_image(p)))
             assert r["usage"]["completion_tokens"] == 3

@@ -1,6 +1,7 @@
 """Reliability, a full disk: inference keeps every finished item and resumes to the same bytes; the scorer and the
 FERBench build leave the previous file as it was. The small disk is a real 64 KiB tmpfs (skipped where mounting is
-not allowed)."""
+not allowed); only the fill at inference's final write is simulated (os.fsync fails with ENOSPC for the results
+file's temporary), as a real fill cannot be timed to land between the last progress line and that write."""
 from __future__ import annotations
 
 import errno

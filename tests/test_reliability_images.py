@@ -165,14 +165,24 @@ def test_training_preflight_accepts_every_odd_image(images, tiny_model, tmp_path
     assert f"pre-flight ok: {len(records) - len(broken)} rlvr records, every image decodes" in res.stdout
 
 
-def test_a_decompression_bomb_is_an_error_item_at_inference(images):
-    from unifer.infer.stream import Job, decode_ahead
+def test_a_decompression_bomb_is_an_error_item_at_inference(images, tiny_model, tmp_path):
+    """Through the inference command (the runner, the tiny model): the bomb is an error item, the run goes on."""
+    import json
+
+    from helpers import qa_record
+
+    from unifer.data.sets import get_set
+    from unifer.infer.runner import main as infer_main
 
     bomb, _ = images["broken"]["decompression bomb"]
-    records = [{"image_path": str(images["odd"]["3x3"])}, {"image_path": str(bomb)}]
-    decoded = list(decode_ahead([Job("rafdb", i, r, "/") for i, r in enumerate(records)]))
-    assert [job.index for job, image, _ in decoded if image is not None] == [0]
-    job, _, reason = decoded[1]
-    failed = job.error_result(reason)
-    assert job.index == 1 and failed["error"] is True
+    rafdb = get_set("rafdb")
+    qa = dump(tmp_path / "qa.json", [qa_record(rafdb, str(images["odd"]["3x3"]), rafdb.labels[0]),
+                                     qa_record(rafdb, str(bomb), rafdb.labels[1])])
+    out = tmp_path / "out.json"
+    assert infer_main(["--model", str(tiny_model), "--input", str(qa), "--output", str(out), "--image-root", "/",
+                       "--max-new-tokens", "2", "--dtype", "float32"], "rafdb") == 0
+    answered, failed = json.loads(out.read_text(encoding="utf-8"))
+    assert "error" not in answered and answered["model_response"]
+    assert failed["error"] is True
     assert failed["model_response"].startswith("ERROR: image too large to decode safely")
+    assert str(bomb) in failed["model_response"] or bomb.name in failed["model_response"]

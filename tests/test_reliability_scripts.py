@@ -108,7 +108,7 @@ def test_build_check_infer_score_from_a_checkout_under_a_path_with_spaces(spaced
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm-to-script"])
 def test_sft_script_under_a_path_with_spaces_trains_and_ctrl_c_stops_every_child(spaced, tmp_path, stop):
-    psutil = pytest.importorskip("psutil")
+    import psutil
     base, checkout = spaced["base"], spaced["checkout"]
     script = checkout / "train_unifer" / "src" / "scripts" / "run_sft_fer.sh"
     images = base / "images & more"

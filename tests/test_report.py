@@ -23,18 +23,22 @@ from unifer.bench.scoring import FERBENCH_SIZES
 from unifer.data.sets import SETS
 from unifer.report.build import write_report
 from unifer.report.items import is_hedged
-from unifer.scoring.aggregate import extract_label, load_results, score_set
+from unifer.scoring.aggregate import extract_label, load_results, score_set, score_total
 from unifer.scoring.extract import ANSWER_PATTERN
 
 SHARED_FERBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "ferbench"
 LOAD_LIMIT_S, FILTER_LIMIT_MS = 2.0, 200.0
 
 
+MAX_MARGIN = 2.0  # the most the limits stretch: the page loads in under 4 s and filters in under 400 ms anywhere
+
+
 def margin() -> float:
-    """The issue's limits are for a machine with its cores free: 1.5× on a busy 2-core machine, and more where the
-    load average says the cores are oversubscribed (several test suites sharing two cores), at most 5×."""
+    """The issue's limits are for a machine with its cores free: 1.5× on a busy 2-core machine, up to
+    MAX_MARGIN where the load average says the cores are oversubscribed (several test suites sharing two cores).
+    UNIFER_REPORT_PERF_MARGIN sets it, within the same cap."""
     busy = os.getloadavg()[0] / (os.cpu_count() or 1)
-    return float(os.environ.get("UNIFER_REPORT_PERF_MARGIN", min(5.0, max(1.5, 1.5 * busy))))
+    return min(MAX_MARGIN, float(os.environ.get("UNIFER_REPORT_PERF_MARGIN", max(1.5, 1.5 * busy))))
 
 
 FLAGS = {"rafdb": "--rafdb", "ferplus": "--ferplus", "affectnet": "--affectnet", "sfew_2.0": "--sfew"}
@@ -180,7 +184,7 @@ def full(tmp_path_factory):
     return {"dir": d, "a": a, "b": b, "summary": summary, "qa": qa}
 
 
-def test_full_ferbench_loads_and_filters_within_the_limits(browser, full):
+def test_full_ferbench_loads_and_filters_within_the_limits(browser, full, capsys):
     s = full["summary"]
     assert s["items"] == 11072
     with opened(browser, s["out"]) as page:
@@ -195,10 +199,11 @@ def test_full_ferbench_loads_and_filters_within_the_limits(browser, full):
             "runs": timed(page, "const e = document.getElementById('f-runs'); e.checked = true; e.dispatchEvent(new Event('change'));"),
         }
         size_mb, m = s["bytes"] / 1e6, margin()
-        print(f"\nfull FERBench report: {s['items']} items, build {s['build_s']:.1f} s, folder {size_mb:.1f} MB "
-              f"(with --compare); load {ready_s * 1000:.0f} ms in the page ({page.wall_load_s * 1000:.0f} ms "
-              "wall clock with Playwright); filters (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) +
-              f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, limits × {m:.1f}")
+        with capsys.disabled():  # the measured figures, on every run, even when pytest captures output
+            print(f"\nfull FERBench report: {s['items']} items, build {s['build_s']:.1f} s, folder {size_mb:.1f} MB "
+                  f"(with --compare); load {ready_s * 1000:.0f} ms in the page ({page.wall_load_s * 1000:.0f} ms "
+                  "wall clock with Playwright); filters (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+                  + f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, limits × {m:.1f}")
         assert ready_s < LOAD_LIMIT_S * m
         assert max(times.values()) < FILTER_LIMIT_MS * m
         assert size_mb < 30
@@ -286,10 +291,14 @@ def test_a_confusion_cell_lists_exactly_its_items(browser, small):
                 for card in page.locator("#list article.item").all():
                     text = card.text_content()
                     assert f"true: {truth}" in text and f"strict: {pred}" in text
-        # The pooled view: a cell of the pooled matrix equals score_total's.
+        # The pooled view: every cell of the pooled matrix equals score_total's (eval_total's numbers).
+        total = score_total({k: load_results(p, SETS[k]) for k, p in small["a"].items()}, "strict")
+        want = [n for r, row in enumerate(total["confusion_matrix"]) for n in [*row, total["unknown_per_class"][r]]]
         set_select(page, "#f-set", -1)
-        page.locator("#matrix button.cell").first.click()
-        assert count(page) == int(page.locator("#matrix button.cell").first.inner_text())
+        cells = page.locator("#matrix button.cell")
+        assert [int(t) for t in cells.all_inner_texts()] == want
+        cells.first.click()
+        assert count(page) == want[0]
 
 
 def test_filters_and_search_select_what_they_say(browser, small):

@@ -223,8 +223,10 @@ def test_two_processes_under_torchrun(tiny_model, cot_set, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_deepspeed_zero2_two_processes(tiny_model, cot_set, tmp_path):
-    """The paper's zero2.json. First start on a machine compiles DeepSpeed's CPU ops (cached afterwards)."""
+def test_the_zero2_config_is_passed_and_two_processes_train(tiny_model, cot_set, tmp_path):
+    """The paper's zero2.json handed to two processes, which train and save (that ZeRO stage 2 itself was active is
+    not shown: DeepSpeed logs it below its default WARNING level). First start compiles DeepSpeed's CPU ops on a
+    machine (cached afterwards)."""
     out = tmp_path / "zero2"
     res = run_script(script_env(tiny_model, cot_set, out, NPROC_PER_NODE="2", DEEPSPEED_CONFIG="zero2"),
                      "--max_steps", "2", "--gradient_accumulation_steps", "1", "--logging_steps", "1", cwd=tmp_path)
@@ -239,7 +241,8 @@ def test_deepspeed_zero2_two_processes(tiny_model, cot_set, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_resume_from_checkpoint_restores_weights_step_and_data_order(tiny_model, cot_set, tmp_path):
-    """Killed after checkpoint-2 → --resume_from_checkpoint ends bit-identical to the uninterrupted run.
+    """Resumed from checkpoint-2 (copied out of an uninterrupted run into a fresh folder: what a run stopped after
+    it leaves; nothing is killed here) → --resume_from_checkpoint ends bit-identical to the uninterrupted run.
     (transformers' Trainer alone reloads none of Qwen2.5-VL's renamed keys and silently restarts from the
     initial weights; unifer.train.common.CheckpointWeightsMixin fixes that for both trainers.)"""
     import shutil
