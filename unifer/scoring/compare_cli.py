@@ -10,12 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
-from unifer.data.sets import REPO_ROOT, SET_KEYS, TOTAL_LABEL_MAP, get_set, resolve_path
+from unifer.data.sets import REPO_ROOT, SET_KEYS, get_set, resolve_path
 from unifer.errors import UniferError
 from unifer.scoring.aggregate import PROTOCOLS, load_results
-from unifer.scoring.extract import extractor_for
 from unifer.scoring.intervals import CIOptions
-from unifer.scoring.paired import compare_pairs, match
+from unifer.scoring.paired import compare_records
 
 
 def results_path(root: Path, key: str, run: str) -> Path:
@@ -31,14 +30,10 @@ def compare_runs(run_a: str, run_b: str, root: Path = REPO_ROOT, protocol: str =
         have = {r: [get_set(k).name for k in SET_KEYS if results_path(root, k, r).is_file()] for r in (run_a, run_b)}
         raise UniferError(f"no set answered by both {run_a} ({', '.join(have[run_a]) or 'no results'}) and {run_b} "
                           f"({', '.join(have[run_b]) or 'no results'}) under {root}/eval_<set>/results/")
-    pairs = {}
-    for key in keys:
-        s = get_set(key)
-        pa, pb = results_path(root, key, run_a), results_path(root, key, run_b)
-        extract = extractor_for(key, protocol)
-        pairs[key] = match(load_results(pa, s), load_results(pb, s), extract, extract, (str(pa), str(pb)), s.name)
+    records = {side: {k: load_results(results_path(root, k, run), get_set(k)) for k in keys}
+               for side, run in (("a", run_a), ("b", run_b))}
     return {"protocol": protocol, "runs": {"a": run_a, "b": run_b}, "ci": opts.describe(),
-            "sets": compare_pairs(pairs, opts, TOTAL_LABEL_MAP)}
+            "sets": compare_records(records["a"], records["b"], protocol, opts, (run_a, run_b))}
 
 
 def _pts(v) -> str:

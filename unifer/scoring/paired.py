@@ -21,7 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
+from unifer.data.sets import TOTAL_LABEL_MAP, get_set
 from unifer.errors import UniferError
+from unifer.scoring.extract import extractor_for
 from unifer.scoring.intervals import CIOptions, Cells, bootstrap_intervals, metrics_of, pooling_matrix, proportion_ci
 from unifer.scoring.intervals import sums
 
@@ -169,6 +171,17 @@ def compare_pairs(pairs: dict[str, Pairs], opts: CIOptions, label_map: dict[str,
         block[f"{m}_diff_ci95"] = boot.get(f"total.{m}")
     result["total"] = block
     return result
+
+
+def compare_records(records_a: dict[str, list[dict]], records_b: dict[str, list[dict]], protocol: str,
+                    opts: CIOptions, names: tuple[str, str]) -> dict:
+    """The paired comparison of two runs' checked records (set key → records; the sets both have), per set and
+    ``total``; ``names`` name the runs (or their files) in a mismatch line."""
+    pairs = {}
+    for key in [k for k in records_a if k in records_b]:
+        extract = extractor_for(key, protocol)
+        pairs[key] = match(records_a[key], records_b[key], extract, extract, names, get_set(key).name)
+    return compare_pairs(pairs, opts, TOTAL_LABEL_MAP)
 
 
 def smallest_detectable_difference(n: int, discordance: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
