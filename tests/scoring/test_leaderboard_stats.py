@@ -55,3 +55,24 @@ def test_marks_and_power_under_the_table(tmp_path):
     poor_line = next(line for line in md.splitlines() if "`poor`" in line)
     assert "**" not in poor_line
     assert "SFEW 2.0" in md and "points (150 items" in md and "80% power" in md
+
+
+def test_ranked_bars_draw_the_intervals(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from unifer.scoring.plots import ranked_bars
+
+    rows = [{"run": "a", "pooled_paper": 0.6, "pooled_strict": 0.5}, {"run": "b", "pooled_paper": 0.4,
+                                                                          "pooled_strict": 0.3}]
+
+    def dark(png):  # the error bars' grey (0.2)
+        rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+        return int((np.abs(rgb - 51).sum(axis=2) < 12).sum())
+
+    plain = dark(ranked_bars(rows, tmp_path / "plain.png"))
+    for r in rows:
+        for proto in ("paper", "strict"):
+            v = r[f"pooled_{proto}"]
+            r[f"pooled_{proto}_ci95"] = [v - 0.1, v + 0.1]
+    assert dark(ranked_bars(rows, tmp_path / "ci.png")) > plain + 100

@@ -174,15 +174,20 @@ def ranked_bars(rows: Sequence[dict], path: str | os.PathLike,
         cis = [r.get(f"pooled_{proto}_ci95") for r in ranked]
         xerr = (np.array([[v - 100 * c[0], 100 * c[1] - v] if c else [0, 0] for v, c in zip(values, cis)]).T
                 if any(cis) else None)  # the 95% intervals, where the leaderboard computed them
-        bars = ax.barh(y + (k - 0.5) * height, values, height, label=f"{proto} protocol",
-                       color=PROTOCOL_COLOURS[proto])
-        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
-        if xerr is not None:
-            ax.errorbar(values, y + (k - 0.5) * height, xerr=xerr, fmt="none", ecolor="0.2", capsize=3, lw=1)
+        at = y + (k - 0.5) * height
+        bars = ax.barh(at, values, height, label=f"{proto} protocol", color=PROTOCOL_COLOURS[proto])
+        if xerr is None:
+            ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+        else:  # the value beyond the interval's upper end
+            ax.errorbar(values, at, xerr=xerr, fmt="none", ecolor="0.2", capsize=3, lw=1)
+            for v, up, pos in zip(values, xerr[1], at):
+                ax.text(v + up + 0.8, pos, f"{v:.1f}", va="center", fontsize=8)
     ax.set_yticks(y, labels=[r.get("model") or r["run"] for r in ranked])
     ax.invert_yaxis()
     ax.set_xlim(0, 105)
     ax.set_xlabel("accuracy (%)")
+    if ranked and any(r.get("pooled_paper_ci95") for r in ranked):
+        title += ", 95% intervals"
     ax.set_title(title if ranked else title + " — no run has all four sets")
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
