@@ -267,7 +267,7 @@ def format_report(report: dict, title: str) -> str:
         f"items {c['total']}  errors {c['errors']}  valid {c['valid']}  unknown {c['unknown']}",
         f"accuracy {o['accuracy']:.4f}  precision {o['precision']:.4f}  recall {o['recall']:.4f}  "
         f"f1 {o['f1']:.4f}  (macro)  uar {o['uar']:.4f}",
-        *([f"95% intervals (%): " + "  ".join(f"{m} {fmt_ci(o[m], o['ci95'][m])}" for m in CI_METRICS)]
+        *(["95% intervals (%): " + "  ".join(f"{m} {fmt_ci(o[m], o['ci95'][m])}" for m in CI_METRICS)]
           if o.get("ci95") else []),
         "",
         "confusion matrix (rows true, columns predicted)",

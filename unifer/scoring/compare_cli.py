@@ -49,7 +49,7 @@ def _diff(block: dict, m: str) -> str:
 def format_comparison(result: dict) -> str:
     """The comparison as a Markdown table (percentage points) with the verdicts under it."""
     a, b = result["runs"]["a"], result["runs"]["b"]
-    head = ["Set", "Pairs", "Left out (errors)", f"Acc A", f"Acc B", "A only", "B only", "McNemar p",
+    head = ["Set", "Pairs", "Left out (errors)", "Acc A", "Acc B", "A only", "B only", "McNemar p",
             "Δ Acc [95%]", "Δ UAR [95%]", "Δ F1 [95%]"]
     lines = [f"A = {a}, B = {b} · {result['protocol']} protocol · differences A − B in points", "",
              "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
