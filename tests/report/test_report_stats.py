@@ -5,6 +5,7 @@ import json
 import random
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,30 @@ def test_the_page_script_parses():
     assert "paired-table" in code
     res = subprocess.run(["node", "--check", "-"], input=code, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+def test_the_page_shows_the_notes_and_the_paired_table(tmp_path):
+    """In headless Chromium (skipped without it): the interval note under the table, the paired table's rows."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    exe = next((c for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")) if c
+                and Path(c).is_file()), None)
+    if exe is None:
+        pytest.skip("no chromium found")
+    a, b = _run(tmp_path / "a", 0.8, 1), _run(tmp_path / "b", 0.5, 2)
+    write_report(a, tmp_path / "rep", compare=b, names=("mine", "theirs"), thumb_size=None)
+    paired = _payload(tmp_path / "rep")["compare"]["paired"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-background-networking"])
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((tmp_path / "rep" / "index.html").as_uri())
+        page.wait_for_selector("body[data-ready]", timeout=30_000)
+        assert "95% intervals" in page.text_content("#table-note")
+        assert page.is_visible("#paired-box")
+        shown = page.evaluate("() => [...document.querySelectorAll('#paired-table tr')].map(tr => "
+                              "[...tr.children].map(c => c.textContent))")
+        assert shown == [paired["header"], *paired["rows"]]
+        assert "pooled: A is better" in page.text_content("#paired-note")
+        browser.close()
+    assert errors == []
