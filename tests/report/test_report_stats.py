@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import answer, dump, results_record
+
 from unifer.data.sets import SETS
 from unifer.report.build import write_report
 from unifer.scoring.compare_cli import format_comparison
