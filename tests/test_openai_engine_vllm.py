@@ -1,8 +1,8 @@
-"""The openai engine against a REAL vLLM OpenAI-compatible server on loopback serving the tiny model (one server
-start per module, ~100 s on a laptop CPU, always stopped): its answers equal the offline hf engine's on real
-photos in float32 with the checkpoint's repetition penalty; then, behind the fault-injecting proxy, every item is
-answered or an error item, the reruns complete with the clean answers, budgets stop cleanly and the key is
-written nowhere (the scenario of tests/test_openai_engine.py, here with a real server upstream)."""
+"""The openai engine against a REAL vLLM OpenAI-compatible server on loopback serving the tiny model (the session's
+one server, tests/conftest.py): its answers equal the offline hf engine's on real photos in float32 with
+Qwen2.5-VL-Instruct's repetition penalty (in the checkpoint's generation config offline, in each request served);
+then, behind the fault-injecting proxy, every item is answered or an error item, the reruns complete with the clean
+answers, budgets stop cleanly and the key is written nowhere (the scenario of tests/test_openai_engine.py, here with a real server upstream)."""
 from __future__ import annotations
 
 import json
@@ -30,12 +30,10 @@ def penalty_model(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(penalty_model, tmp_path_factory):
-    from unifer.bench.local_server import vllm_openai_server
-
-    log = tmp_path_factory.mktemp("server") / "vllm-server.log"
-    with vllm_openai_server(penalty_model, log_path=log, served_name="tiny") as base_url:
-        yield base_url, log
+def server(tiny_vllm_server):
+    """The session's one tiny-model server (tests/conftest.py); every request here sends the penalty itself."""
+    base_url, _name, log = tiny_vllm_server
+    return base_url, log
 
 
 @pytest.mark.slow
