@@ -1,7 +1,7 @@
 """The openai engine through the real runner, against a pure-Python chat-completions upstream (fast) behind the
 fault-injecting proxy of tests/fault_proxy.py: every item answered or an error item, nothing lost, the rerun
 completes with the clean run's answers, budgets stop cleanly, usage is summed, and the key is written nowhere.
-The same checks against a real vLLM server are in tests/test_openai_engine_vllm.py."""
+The same checks against a real vLLM server are in tests/infer/test_openai_engine_vllm.py."""
 from __future__ import annotations
 
 import json
