@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("unifer.data.import_cli", "another tool's FERBench run (lmms-eval samples, VLMEvalKit predictions) "
                "as results files + .meta.json"),
     "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
+    "compare": ("unifer.scoring.compare_cli", "two runs on the same items: McNemar's test, paired intervals per set"),
     "leaderboard": ("unifer.scoring.leaderboard", "every scored run in one table (Markdown, CSV) and two figures"),
     "presets": ("unifer.infer.presets", "list the known models (presets): engine, model, run, what was run here"),
     "report": ("unifer.report.cli", "an offline HTML report of a run: tables, confusion matrices, every response"),

@@ -94,9 +94,14 @@ def test_leaderboard_ranks_the_scored_runs_with_their_numbers_and_draws_them(run
     assert (alpha["model"], alpha["engine"], alpha["model_id"]) == ("Alpha-VL 7B", "vllm", "org/alpha-vl")
 
     md = (out / "leaderboard.md").read_text()
-    assert "| 1 | Alpha-VL 7B | `alpha` | vllm | 75.0 / 75.0 |" in md
-    assert "| 2 | beta | `beta` | – | 62.5 / 37.5 |" in md and "| 75% |" in md
+    # paper [95% interval] / strict; bold: the best run and those not significantly worse
+    assert "| 1 | Alpha-VL 7B | `alpha` | vllm | **75.0** [40.9, 92.9] / 75.0 |" in md
+    assert "| 2 | beta | `beta` | – | **62.5** [30.6, 86.3] / 37.5 |" in md and "| 75% |" in md
+    assert "Holm-corrected" in md and "80% power" in md
     assert md in capsys.readouterr().out
+    board = json.loads((out / "leaderboard.json").read_text())["rows"]
+    # pooled: 4 items only alpha got right, none only beta: McNemar p = 2 / 2**4, one comparison (Holm: itself)
+    assert board[0]["pooled_best"] is True and board[1]["pooled_holm_p"] == pytest.approx(2 / 2 ** 4)
 
     # The figures: a runs × sets heatmap, one row per run, and the ranking with a bar per protocol and run.
     heat, ranked = out / "leaderboard_heatmap.png", out / "leaderboard_ranked.png"
@@ -108,7 +113,8 @@ def test_leaderboard_ranks_the_scored_runs_with_their_numbers_and_draws_them(run
     assert _colour_pixels(ranked, "#3b6ea8") == pytest.approx(_colour_pixels(ranked, "#e59a3a"), rel=0.05)
 
     assert unifer_main(["leaderboard", "--root", str(runs), "--out", str(out), "--include-unscored",
-                        "--no-figs"]) == 0
+                        "--no-figs", "--no-ci"]) == 0
+    assert "| 1 | Alpha-VL 7B | `alpha` | vllm | 75.0 / 75.0 |" in (out / "leaderboard.md").read_text()
     assert "unscored" in (out / "leaderboard.csv").read_text()
     with pytest.raises(UniferError, match="no scored results for run.s. nope"):
         unifer_main(["leaderboard", "--root", str(runs), "--out", str(out), "--runs", "nope"])

@@ -24,6 +24,7 @@ from unifer.data.sets import SET_KEYS, SETS
 from unifer.report.items import describe, label_space, pooled
 from unifer.report.thumbs import DEFAULT_SIZE, write_thumbnails
 from unifer.scoring.aggregate import PROTOCOLS, load_results, markdown_table, score_set, score_total
+from unifer.scoring.intervals import CIOptions
 
 ASSETS = ("index.html", "report.js", "report.css")
 DATA_FILE = "data.js"
@@ -52,12 +53,13 @@ def parse_markdown_table(text: str) -> dict:
     """``markdown_table``'s text as header and rows of cells (the page shows these very strings)."""
     lines = [line for line in text.splitlines() if line.startswith("|")]
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
-    return {"header": cells[0], "rows": cells[2:]}
+    notes = [line.strip() for line in text.split(lines[-1], 1)[1].splitlines() if line.strip()]
+    return {"header": cells[0], "rows": cells[2:], "notes": notes}
 
 
 def scores(run: Run) -> dict:
     """The accuracy table and every confusion matrix of a run, under both protocols."""
-    totals = {p: score_total(run.records, p) for p in PROTOCOLS}
+    totals = {p: score_total(run.records, p, ci=CIOptions() if p == PROTOCOLS[0] else None) for p in PROTOCOLS}
     matrices: dict[str, dict] = {"all": {}}
     for p in PROTOCOLS:
         matrices["all"][p] = totals[p]
@@ -113,7 +115,25 @@ def build_payload(run: Run, compare: Run | None, image_root: str, title: str) ->
     if compare is not None:
         payload["compare"] = compare_columns(run, compare, index)
         payload["compare"]["table"] = scores(compare)["table"]
+        payload["compare"]["paired"] = paired_table(run, compare)
     return payload, list(paths)
+
+
+def paired_table(run: Run, other: Run) -> dict:
+    """``unifer compare``'s table of the two runs (paper protocol) as the page's header and rows, and its notes;
+    ``{"error": line}`` where the runs answered different items."""
+    from unifer.errors import UniferError
+    from unifer.scoring.compare_cli import format_comparison
+    from unifer.scoring.paired import compare_records
+
+    try:
+        sets = compare_records(run.records, other.records, "paper", CIOptions(), (run.name, other.name))
+    except UniferError as e:
+        return {"error": str(e)}
+    text = format_comparison({"protocol": "paper", "runs": {"a": run.name, "b": other.name}, "sets": sets})
+    table = parse_markdown_table(text)
+    table["title"] = text.splitlines()[0]
+    return table
 
 
 def compare_columns(run: Run, other: Run, index: dict[str, int]) -> dict:

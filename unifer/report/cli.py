@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "there is replaced")
     parser.add_argument("--compare", nargs="+", metavar="RUN_OR_FILES",
                         help="a second run: its name (default file names) or its four results files "
-                             "(RAF-DB FERPlus AffectNet SFEW 2.0); the page lists where the two disagree")
+                             "(RAF-DB FERPlus AffectNet SFEW 2.0); the page lists where the two disagree and the "
+                             "paired test per set (unifer compare)")
     parser.add_argument("--title", default=None, help="the page's title (default: FERBench report: <run>)")
     parser.add_argument("--thumb-size", type=int, default=DEFAULT_SIZE,
                         help=f"thumbnail size in pixels (default {DEFAULT_SIZE}; 0: no thumbnails)")

@@ -8,7 +8,8 @@ from pathlib import Path
 from unifer.errors import DataError, UniferError
 from unifer.data.jsonio import read_records
 from unifer.scoring.extract import PROTOCOLS, UNKNOWN, LabelExtractor, extract_label, extractor_for  # noqa: F401
-from unifer.scoring.metrics import accuracy, confusion_matrix, macro_prf, per_class, rank_by_f1
+from unifer.scoring.intervals import CIOptions, add_set_intervals, fmt_ci, recall_intervals, stratified
+from unifer.scoring.metrics import accuracy, confusion_matrix, macro_prf, per_class, rank_by_f1, uar
 from unifer.data.sets import REPO_ROOT, SETS, TOTAL_LABEL_MAP, FERSet, get_set, resolve_path
 
 # ---------------------------------------------------------------------------------------------------- results files
@@ -126,7 +127,8 @@ def overall_metrics(p: Predictions) -> dict:
     if not p.truths:
         raise UniferError(f"all {p.total} items are error items; there is nothing to score (rerun inference)")
     precision, recall, f1 = macro_prf(p.truths, p.preds)
-    return {"accuracy": accuracy(p.truths, p.preds), "precision": precision, "recall": recall, "f1": f1}
+    return {"accuracy": accuracy(p.truths, p.preds), "precision": precision, "recall": recall, "f1": f1,
+            "uar": uar(p.truths, p.preds)}
 
 
 def build_report(p: Predictions, labels: list[str] | tuple[str, ...], protocol: str) -> dict:
@@ -152,10 +154,14 @@ def build_report(p: Predictions, labels: list[str] | tuple[str, ...], protocol: 
     }
 
 
-def score_set(records: list[dict], fer_set: FERSet, protocol: str = "paper") -> dict:
-    """Metrics of one set's results under ``protocol``; the confusion matrix runs over the set's candidates."""
-    report = build_report(predict(records, fer_set, protocol), fer_set.labels, protocol)
+def score_set(records: list[dict], fer_set: FERSet, protocol: str = "paper", ci: CIOptions | None = None) -> dict:
+    """Metrics of one set's results under ``protocol``; the confusion matrix runs over the set's candidates.
+    With ``ci``, the 95% intervals too (``unifer.scoring.intervals``)."""
+    p = predict(records, fer_set, protocol)
+    report = build_report(p, fer_set.labels, protocol)
     report["set"] = fer_set.key
+    if ci is not None:
+        add_set_intervals(report, p.truths, p.preds, ci, fer_set.key)
     return report
 
 
@@ -167,17 +173,31 @@ def pool(per_set: dict[str, Predictions]) -> Predictions:
     return pooled
 
 
-def score_total(records_by_set: dict[str, list[dict]], protocol: str = "paper") -> dict:
+def total_intervals(preds: dict[str, Predictions], ci: CIOptions) -> dict:
+    """The sets', pooled and mean-of-sets intervals of one protocol (one bootstrap stratified by set)."""
+    return stratified({k: (p.truths, p.preds) for k, p in preds.items() if p.truths}, ci, TOTAL_LABEL_MAP)
+
+
+def score_total(records_by_set: dict[str, list[dict]], protocol: str = "paper", ci: CIOptions | None = None) -> dict:
     """The aggregate report: pooled metrics over the sorted distinct true labels (the paper's total), the
-    unweighted mean of the per-set accuracies, and every set's numbers under both protocols (``table``)."""
+    unweighted mean of the per-set accuracies, and every set's numbers under both protocols (``table``).
+    With ``ci``, every number's 95% interval (``ci95``; the pooled and mean ones stratified by set)."""
     table: list[dict] = []
     per_set: dict[str, Predictions] = {}
+    blocks: dict = {}
     for proto in PROTOCOLS:
         preds = {key: predict(recs, get_set(key), proto) for key, recs in records_by_set.items()}
         set_rows = [table_row(get_set(key).name, proto, p.counts, overall_metrics(p)) for key, p in preds.items()]
         pooled = pool(preds)
-        table += set_rows + [table_row(POOLED_ROW, proto, pooled.counts, overall_metrics(pooled)),
-                             mean_row(set_rows, proto)]
+        rows = set_rows + [table_row(POOLED_ROW, proto, pooled.counts, overall_metrics(pooled)),
+                           mean_row(set_rows, proto)]
+        if ci is not None:
+            b = total_intervals(preds, ci)
+            for row, key in zip(rows, [*preds, "pooled", "mean"]):
+                row["ci95"] = b["sets"][key] if key in preds else b[key]
+            if proto == protocol:
+                blocks = b
+        table += rows
         if proto == protocol:
             per_set = preds
     pooled = pool(per_set)
@@ -186,6 +206,15 @@ def score_total(records_by_set: dict[str, list[dict]], protocol: str = "paper") 
     report["per_set"] = {key: {"name": get_set(key).name, "counts": p.counts, "overall": overall_metrics(p)}
                          for key, p in per_set.items()}
     report["mean_set_accuracy"] = sum(v["overall"]["accuracy"] for v in report["per_set"].values()) / len(per_set)
+    report["mean_of_sets"] = {m: sum(v["overall"][m] for v in report["per_set"].values()) / len(per_set)
+                              for m in ("accuracy", "uar", "f1")}
+    if ci is not None:
+        report["overall"]["ci95"] = blocks["pooled"]
+        for key, v in report["per_set"].items():
+            v["overall"]["ci95"] = blocks["sets"][key]
+        report["mean_of_sets"]["ci95"] = blocks["mean"]
+        recall_intervals(report["per_class"], ci)
+        report["ci"] = ci.describe()
     report["table"] = table
     return report
 
@@ -194,7 +223,9 @@ def score_total(records_by_set: dict[str, list[dict]], protocol: str = "paper") 
 
 POOLED_ROW = "Total (pooled)"
 MEAN_ROW = "Mean of sets"
-TABLE_COLUMNS = ("set", "protocol", "total", "errors", "unknown", "valid", "accuracy", "precision", "recall", "f1")
+TABLE_COLUMNS = ("set", "protocol", "total", "errors", "unknown", "valid", "accuracy", "precision", "recall", "f1",
+                 "uar", "accuracy_lo", "accuracy_hi", "uar_lo", "uar_hi", "f1_lo", "f1_hi")
+CI_METRICS = ("accuracy", "uar", "f1")
 
 
 def table_row(name: str, protocol: str, counts: dict, overall: dict) -> dict:
@@ -206,7 +237,7 @@ def mean_row(set_rows: list[dict], protocol: str) -> dict:
     row = {"set": MEAN_ROW, "protocol": protocol}
     for c in ("total", "errors", "unknown", "valid"):
         row[c] = sum(r[c] for r in set_rows)
-    for m in ("accuracy", "precision", "recall", "f1"):
+    for m in ("accuracy", "precision", "recall", "f1", "uar"):
         row[m] = sum(r[m] for r in set_rows) / len(set_rows)
     return row
 
@@ -235,7 +266,9 @@ def format_report(report: dict, title: str) -> str:
         f"{title} · {report['protocol']} protocol",
         f"items {c['total']}  errors {c['errors']}  valid {c['valid']}  unknown {c['unknown']}",
         f"accuracy {o['accuracy']:.4f}  precision {o['precision']:.4f}  recall {o['recall']:.4f}  "
-        f"f1 {o['f1']:.4f}  (macro)",
+        f"f1 {o['f1']:.4f}  (macro)  uar {o['uar']:.4f}",
+        *([f"95% intervals (%): " + "  ".join(f"{m} {fmt_ci(o[m], o['ci95'][m])}" for m in CI_METRICS)]
+          if o.get("ci95") else []),
         "",
         "confusion matrix (rows true, columns predicted)",
         " " * width + "".join(f"{label[:7]:>8}" for label in labels) + f"{'unknown':>8}",
@@ -258,7 +291,7 @@ def markdown_table(rows: list[dict]) -> str:
     by = {(r["set"], r["protocol"]): r for r in rows}
     head = ["Set", "Items", "Errors"]
     for p in protocols:
-        head += [f"Acc ({p})", f"P ({p})", f"R ({p})", f"F1 ({p})", f"Unknown ({p})"]
+        head += [f"Acc ({p})", f"UAR ({p})", f"P ({p})", f"R ({p})", f"F1 ({p})", f"Unknown ({p})"]
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name in names:
         first = by[(name, protocols[0])]
@@ -266,11 +299,19 @@ def markdown_table(rows: list[dict]) -> str:
         for p in protocols:
             r = by.get((name, p))
             if r is None:
-                cells += ["–"] * 5
+                cells += ["–"] * 6
                 continue
-            cells += [f"{100 * r[m]:.2f}" for m in ("accuracy", "precision", "recall", "f1")] + [str(r["unknown"])]
+            ci = r.get("ci95") or {}
+            cells += [fmt_ci(r[m], ci.get(m)) for m in ("accuracy", "uar", "precision", "recall", "f1")]
+            cells.append(str(r["unknown"]))
         out.append("| " + " | ".join(cells) + " |")
+    if any(r.get("ci95") for r in rows):
+        out.append(TABLE_NOTE)
     return "\n".join(out) + "\n"
+
+
+TABLE_NOTE = ("\nPercent, with 95% intervals in brackets: accuracy Wilson (or Clopper–Pearson), UAR and macro F1 "
+              "bootstrap over items; the pooled total and the mean of sets resampled within each set.")
 
 
 def csv_table(rows: list[dict]) -> str:
@@ -282,5 +323,8 @@ def csv_table(rows: list[dict]) -> str:
     writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+        flat = dict(r)
+        for m, ci in (r.get("ci95") or {}).items():
+            flat[f"{m}_lo"], flat[f"{m}_hi"] = ci if ci else ("", "")
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in flat.items()})
     return buf.getvalue()

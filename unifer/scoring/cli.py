@@ -13,6 +13,7 @@ import argparse
 from unifer.data.sets import DEFAULT_RUN_NAME, SET_KEYS, SETS, get_set
 from unifer.errors import UniferError, run_cli
 from unifer.scoring.aggregate import PROTOCOLS, format_report, relative, resolve_default
+from unifer.scoring.intervals import ACCURACY_METHODS, BOOTSTRAP_METHODS, CIOptions
 from unifer.scoring.files import (
     DEFAULT_TOTAL_DIR,
     protocol_suffix,
@@ -32,6 +33,30 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figs-dir", default=None,
                         help="also copy the figures into this folder (default: no copy; they stay beside the metrics)")
     parser.add_argument("--no-figs", action="store_true", help="write no figures at all")
+    parser.add_argument("--no-ci", action="store_true", help="no 95%% intervals (the point values are the same)")
+    parser.add_argument("--ci-accuracy", choices=ACCURACY_METHODS, default="wilson",
+                        help="accuracy and per-class recall intervals: wilson (default) or clopper-pearson (exact)")
+    parser.add_argument("--bootstrap", choices=BOOTSTRAP_METHODS, default="percentile",
+                        help="UAR and macro-F1 intervals: percentile (default) or bca bootstrap")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--ferplus-votes", metavar="FILE", default=None,
+                        help="FERPlus' label.csv (ten raters per test face): soft accuracy, agreed vs ambiguous "
+                             "faces (FERPlus and the total)")
+
+
+def ci_options(args: argparse.Namespace) -> CIOptions | None:
+    """The intervals the flags ask for (None under --no-ci)."""
+    if args.no_ci:
+        return None
+    try:
+        return CIOptions(args.ci_accuracy, args.bootstrap, args.resamples, args.seed)
+    except ValueError as e:
+        raise UniferError(str(e)) from None
+
+
+def votes_path(args: argparse.Namespace):
+    return resolve_default(args.ferplus_votes, None) if args.ferplus_votes else None
 
 
 # ------------------------------------------------------------------------------------------------------- per set
@@ -60,9 +85,15 @@ def score_one_set(set_key: str, args: argparse.Namespace) -> int:
     default_out = s.default_metrics_path(args.run)
     output = resolve_default(args.output,
                              default_out.with_name(default_out.stem + protocol_suffix(args.protocol) + ".json"))
+    if votes_path(args) is not None and set_key != "ferplus":
+        raise UniferError(f"--ferplus-votes holds FERPlus' raters; {s.name} has none (score FERPlus or the total)")
     scored = score_set_files(set_key, results, output, args.protocol, args.run, figs=not args.no_figs,
-                             figs_dir=args.figs_dir)
+                             figs_dir=args.figs_dir, ci=ci_options(args), votes=votes_path(args))
     print(format_report(scored.report, f"{s.name} · {relative(results)}"))
+    if "ferplus_votes" in scored.report:
+        from unifer.scoring.votes import format_votes
+
+        print("\n" + format_votes(scored.report["ferplus_votes"]))
     print("\nwrote " + ", ".join(relative(p) for p in scored.written))
     return 0
 
@@ -101,9 +132,14 @@ def score_all_sets(args: argparse.Namespace) -> int:
     paths = {key: resolve_default(getattr(args, key.replace(".", "_")), SETS[key].default_results_path(args.run))
              for key in SET_KEYS}
     output = resolve_default(args.output, total_results_path(DEFAULT_TOTAL_DIR, args.run, args.protocol))
-    scored = score_total_files(paths, output, args.protocol, args.run, figs=not args.no_figs, figs_dir=args.figs_dir)
+    scored = score_total_files(paths, output, args.protocol, args.run, figs=not args.no_figs, figs_dir=args.figs_dir,
+                               ci=ci_options(args), votes=votes_path(args))
     print(format_report(scored.report, "FERBench total (pooled over the four sets)"))
     print(f"\nmean of the per-set accuracies: {scored.report['mean_set_accuracy']:.4f}\n")
+    if "ferplus_votes" in scored.report:
+        from unifer.scoring.votes import format_votes
+
+        print(format_votes(scored.report["ferplus_votes"]) + "\n")
     print(scored.table)
     print("wrote " + ", ".join(relative(p) for p in scored.written))
     return 0

@@ -13,6 +13,10 @@ from unifer.data.jsonio import WriteError, write_json_atomic, write_text_atomic
 from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS, get_set
 from unifer.errors import UniferError
 from unifer.scoring.aggregate import csv_table, load_results, markdown_table, score_set, score_total
+from unifer.scoring.intervals import CIOptions
+
+#: Metrics files carry 95% intervals unless a caller passes ``ci=None`` (``--no-ci``).
+DEFAULT_CI = CIOptions()
 
 
 @dataclass(frozen=True)
@@ -83,11 +87,18 @@ def draw(drawer, path: Path, figs_dir: str | None, name: str) -> list[Path]:
 
 
 def score_set_files(set_key: str, results: Path, output: Path, protocol: str = "paper",
-                    run: str = DEFAULT_RUN_NAME, figs: bool = True, figs_dir: str | None = None) -> Scored:
-    """Score one set's results file into ``output`` (and its confusion figure beside it, unless ``figs`` is off)."""
+                    run: str = DEFAULT_RUN_NAME, figs: bool = True, figs_dir: str | None = None,
+                    ci: CIOptions | None = DEFAULT_CI, votes: Path | None = None) -> Scored:
+    """Score one set's results file into ``output`` (and its confusion figure beside it, unless ``figs`` is off);
+    ``ci``: the intervals' options (None: none); ``votes``: FERPlus' rater votes (``unifer.scoring.votes``)."""
     s = get_set(set_key)
     refuse_overwriting_inputs(output, [results])
-    report = score_set(load_results(results, s), s, protocol)
+    records = load_results(results, s)
+    report = score_set(records, s, protocol, ci=ci)
+    if votes is not None:
+        from unifer.scoring.votes import add_votes
+
+        add_votes(report, {set_key: records}, votes, protocol)
     report["results_file"] = str(results)
     write_file(write_json_atomic, output, report)
     written = [output]
@@ -103,12 +114,17 @@ def score_set_files(set_key: str, results: Path, output: Path, protocol: str = "
 
 
 def score_total_files(paths: dict[str, Path], output: Path, protocol: str = "paper", run: str = DEFAULT_RUN_NAME,
-                      figs: bool = True, figs_dir: str | None = None) -> Scored:
+                      figs: bool = True, figs_dir: str | None = None, ci: CIOptions | None = DEFAULT_CI,
+                      votes: Path | None = None) -> Scored:
     """Score the four sets' results files together into ``output``, the table beside it (``_table.md``/``.csv``)
     and, unless ``figs`` is off, the accuracy bars and the pooled confusion matrix."""
     refuse_overwriting_inputs(output, list(paths.values()))
     records = {key: load_results(path, SETS[key]) for key, path in paths.items()}
-    report = score_total(records, protocol)
+    report = score_total(records, protocol, ci=ci)
+    if votes is not None:
+        from unifer.scoring.votes import add_votes
+
+        add_votes(report, records, votes, protocol)
     report["results_files"] = {key: str(p) for key, p in paths.items()}
     table = markdown_table(report["table"])
     md, csv = sibling(output, "_results", "_table", ".md"), sibling(output, "_results", "_table", ".csv")

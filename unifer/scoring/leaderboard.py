@@ -29,7 +29,8 @@ from unifer.scoring.extract import ANSWER_PATTERN, PROTOCOLS
 DEFAULT_OUT = Path("eval_total") / "results" / "leaderboard"
 CSV_COLUMNS = ("rank", "run", "model", "engine", "model_id", "image_size", "sets", "items", "errors",
                *(f"{key}_{p}" for key in SET_KEYS for p in PROTOCOLS), "pooled_paper", "pooled_strict",
-               "mean_paper", "mean_strict", "pooled_f1_paper", "pooled_f1_strict", "answer_share")
+               "mean_paper", "mean_strict", "pooled_f1_paper", "pooled_f1_strict", "answer_share",
+               "pooled_uar_paper", "pooled_uar_strict", "pooled_best")
 
 
 def find_runs(root: Path, include_unscored: bool = False) -> dict[str, dict[str, Path]]:
@@ -84,24 +85,21 @@ def rank(rows: list[dict]) -> list[dict]:
     return ordered
 
 
-def _pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.1f}"
+def markdown(rows: list[dict], notes: str = "") -> str:
+    from unifer.scoring.leaderboard_stats import cell
 
-
-def markdown(rows: list[dict]) -> str:
     head = (["#", "model", "run", "engine"] + [SETS[k].name for k in SET_KEYS] +
-            ["Total (pooled)", "Mean of sets", "macro F1 (pooled)", "`<answer>` share", "items", "errors"])
+            ["Total (pooled)", "Mean of sets", "UAR (pooled)", "macro F1 (pooled)", "`<answer>` share", "items",
+             "errors"])
     out = ["Accuracy %, paper / strict protocol (macro F1 likewise); image size and engine as recorded by the run.",
            "", "| " + " | ".join(head) + " |", "|" + "|".join(["---:", "---", "---", "---"] + ["---:"] * (len(head) - 4)) + "|"]
     for r in rows:
         cells = [str(r["rank"]), r["model"], f"`{r['run']}`", r["engine"] or "–"]
-        cells += [f"{_pct(r.get(f'{k}_paper'))} / {_pct(r.get(f'{k}_strict'))}" for k in SET_KEYS]
-        for m in ("pooled", "mean", "pooled_f1"):
-            cells.append(f"{_pct(r.get(f'{m}_paper'))} / {_pct(r.get(f'{m}_strict'))}")
+        cells += [cell(r, k) for k in (*SET_KEYS, "pooled", "mean", "pooled_uar", "pooled_f1")]
         share = r.get("answer_share")
         cells += ["–" if share is None else f"{100 * share:.0f}%", str(r["items"]), str(r["errors"])]
         out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + (f"\n{notes}\n" if notes else "")
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -122,6 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-unscored", action="store_true",
                         help="also runs whose per-set scorer has not run (results without a metrics file)")
     parser.add_argument("--no-figs", action="store_true", help="tables only")
+    parser.add_argument("--no-ci", action="store_true",
+                        help="no intervals, no paired marks, no power line (the point values are the same)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,7 +139,14 @@ def run(args: argparse.Namespace) -> int:
         raise UniferError(f"no scored runs under {root}/eval_<set>/results/: run infer_unifer.py and eval_unifer.py "
                           "first (or pass --include-unscored)")
     rows = rank([score_run(name, files) for name, files in runs.items()])
-    table = markdown(rows)
+    notes = ""
+    if not args.no_ci:
+        from unifer.scoring.intervals import CIOptions
+        from unifer.scoring.leaderboard_stats import annotate
+        from unifer.scoring.leaderboard_stats import notes as stats_notes
+
+        notes = stats_notes(annotate(rows, runs, CIOptions()), marked=True)
+    table = markdown(rows, notes)
     written = []
     for name, text in (("leaderboard.md", table), ("leaderboard.csv", csv_text(rows))):
         written.append(write_text_atomic(out / name, text))

@@ -98,6 +98,16 @@ def macro_prf(truths: Sequence[str], preds: Sequence[str]) -> tuple[float, float
     return float(counts.precision().mean()), float(counts.recall().mean()), float(counts.f1().mean())
 
 
+def uar(truths: Sequence[str], preds: Sequence[str]) -> float:
+    """Unweighted average recall: the mean recall over the labels that are some item's truth (FER's UAR;
+    scikit-learn's ``balanced_accuracy_score``). Unlike the macro recall of ``macro_prf`` it leaves out labels that
+    are only predicted (``unknown``, or a class absent from the truths), whose recall is 0 by definition."""
+    if not truths:
+        raise ValueError("UAR of zero items is undefined")
+    counts = class_counts(truths, preds, sorted(set(truths)))
+    return float(counts.recall().mean())
+
+
 def per_class(truths: Sequence[str], preds: Sequence[str], labels: Sequence[str]) -> list[dict]:
     """One row per label of ``labels``: the paper's per-class table (``classification_report`` numbers)."""
     counts = class_counts(truths, preds, labels)

@@ -162,7 +162,8 @@ def leaderboard_heatmap(rows: Sequence[dict], path: str | os.PathLike,
 
 def ranked_bars(rows: Sequence[dict], path: str | os.PathLike,
                 title: str = "FERBench ranking: pooled accuracy (%)") -> Path:
-    """Horizontal bars, best run on top: pooled accuracy under each protocol (runs with all four sets only)."""
+    """Horizontal bars, best run on top: pooled accuracy under each protocol (runs with all four sets only), with
+    error bars where the rows carry ``pooled_<protocol>_ci95``."""
     ranked = [r for r in rows if r.get("pooled_paper") is not None]
     fig = _new_figure(7.0, 1.3 + 0.5 * max(1, len(ranked)))
     ax = fig.subplots()
@@ -170,9 +171,14 @@ def ranked_bars(rows: Sequence[dict], path: str | os.PathLike,
     height = 0.38
     for k, proto in enumerate(("paper", "strict")):
         values = [100 * r[f"pooled_{proto}"] for r in ranked]
+        cis = [r.get(f"pooled_{proto}_ci95") for r in ranked]
+        xerr = (np.array([[v - 100 * c[0], 100 * c[1] - v] if c else [0, 0] for v, c in zip(values, cis)]).T
+                if any(cis) else None)  # the 95% intervals, where the leaderboard computed them
         bars = ax.barh(y + (k - 0.5) * height, values, height, label=f"{proto} protocol",
                        color=PROTOCOL_COLOURS[proto])
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+        if xerr is not None:
+            ax.errorbar(values, y + (k - 0.5) * height, xerr=xerr, fmt="none", ecolor="0.2", capsize=3, lw=1)
     ax.set_yticks(y, labels=[r.get("model") or r["run"] for r in ranked])
     ax.invert_yaxis()
     ax.set_xlim(0, 105)

@@ -227,6 +227,11 @@
     box.appendChild(tab);
   }
 
+  function notes(box, lines) {
+    clear(box);
+    (lines || []).forEach(function (line) { box.appendChild(el("p", null, line)); });
+  }
+
   function currentMatrix() { return D.matrices[state.set < 0 ? "all" : D.sets[state.set].key][D.protocols[state.protocol]]; }
 
   function renderMatrix() {
@@ -381,10 +386,20 @@
     $("subtitle").textContent = N + " items · " + D.sets.map(function (s) { return s.name; }).join(", ") +
       (C ? " · compared with " + D.runs[1] : "") + " · images under " + D.imageRoot;
     table($("table"), D.table);
+    notes($("table-note"), D.table.notes);
     if (C) {
       $("compare-table-title").textContent = D.runs[1] + " (compared run)";
       table($("compare-table"), C.table);
       $("compare-table-box").hidden = false;
+      if (C.paired) {
+        $("paired-box").hidden = false;
+        if (C.paired.error) notes($("paired-note"), [C.paired.error]);
+        else {
+          $("paired-title").textContent = C.paired.title;
+          table($("paired-table"), C.paired);
+          notes($("paired-note"), C.paired.notes);
+        }
+      }
       $("f-runs-box").hidden = false;
     }
     option($("f-set"), -1, "all sets (pooled labels)");
