@@ -117,3 +117,15 @@ def test_bad_flags_are_one_line(faces, tmp_path):
     assert rc == 2 and "--temperature" in err and len(err.strip().splitlines()) == 1
     rc, _, err = distill(root, folder, script, tmp_path / "x", "--rlvr-pass-rate", "0.9,0.1")
     assert rc == 2 and "LO <= HI" in err
+
+
+def test_a_dead_engine_stops_in_one_line_and_keeps_what_finished(faces, tmp_path):
+    root, folder, script = faces
+    out = tmp_path / "dead"
+    rc, _, err = distill(root, folder, script, out, "--batch-size", "1", "--fake-engine-failure-at-call", "3")
+    assert rc == 2 and "engine failed" in err and "rerun to go on" in err
+    assert len(err.strip().splitlines()[-1:]) == 1 and "Traceback" not in err
+    lines = (out / "samples.progress.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 3  # the header, the broken image's error item, the two faces answered
+    rc, _, err = distill(root, folder, script, out, "--batch-size", "1")
+    assert rc == 0 and "resuming: 3 of 6" in err

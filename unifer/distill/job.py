@@ -15,6 +15,8 @@ from pathlib import Path
 from unifer.data.jsonio import write_json_atomic
 from unifer.distill.select import Selection, accepted_texts, draw, select
 from unifer.distill.work import Meter, TeacherPlan, item_seed, run_local
+from unifer.errors import UniferError
+from unifer.infer.engines import describe_error, is_engine_failure
 from unifer.infer.progress import ProgressFile
 
 PROGRESS_NAME = "samples.progress.jsonl"
@@ -61,6 +63,13 @@ def distill(plan: TeacherPlan, records: list[dict], records_sha256: str, out_dir
                     stopped = run_ray(plan, records, pending, sink, executor)
                 else:
                     stopped = run_local(plan, records, pending, sink, stats)
+            except UniferError as e:
+                raise UniferError(f"{e} (every finished face is kept in {progress.path}: rerun to go on)") from None
+            except Exception as e:
+                if not is_engine_failure(e):
+                    raise
+                raise UniferError(f"the {plan.engine} engine failed: {describe_error(e)}; every finished face is kept "
+                                  f"in {progress.path}: rerun to go on") from None
             finally:
                 meter.close()
             stats.update(seconds=round(meter.seconds, 3), faces_this_run=meter.n,
