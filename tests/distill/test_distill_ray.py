@@ -65,3 +65,31 @@ def test_ray_writes_the_same_records_as_local_and_a_dead_replica_loses_nothing(l
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     stats = json.loads((tmp_path / "killed" / "stats.json").read_text())
     assert stats["answered"] == 11 and stats["errors"] == 1
+
+
+def test_ferbench_run_on_ray_writes_the_local_results(local_ray, tmp_path):
+    from helpers import qa_record, tiny_image
+
+    from unifer.data.sets import get_set
+
+    qa_dir = tmp_path / "qa"
+    qa_dir.mkdir()
+    for key in ("rafdb", "ferplus"):
+        s = get_set(key)
+        recs = []
+        for n in range(5):
+            p = tiny_image(tmp_path / "img" / key / f"{n}.png", size=(8, 8), color=(40 * n, 10, 99))
+            recs.append(qa_record(s, str(p), s.labels[n % len(s.labels)]))
+        (qa_dir / s.qa_filename).write_text(json.dumps(recs))
+    (tmp_path / "img" / "rafdb" / "4.png").write_bytes(b"broken")  # an error item on both executors
+    base = ("ferbench", "run", "--engine", "fake", "--model", "tiny", "--run", "r", "--image-root", "/",
+            "--qa-dir", qa_dir, "--sets", "rafdb,ferplus", "--batch-size", "2")
+    rc, _, err = in_process(unifer_main, *base, "--results-dir", tmp_path / "local")
+    assert rc == 0, err
+    rc, stdout, err = in_process(unifer_main, *base, "--results-dir", tmp_path / "ray", "--executor", "ray",
+                                 "--replicas", "2")
+    assert rc == 0, err
+    for key in ("rafdb", "ferplus"):
+        name = f"{key}_r_results.json"
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert "2 Ray replicas" in err

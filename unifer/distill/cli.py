@@ -16,6 +16,7 @@ from unifer.data.images import IMAGE_SIZE
 from unifer.data.sources_cli import add_source_arguments, load_from_args
 from unifer.errors import UniferError
 from unifer.infer.engines import ENGINES, add_option_arguments
+from unifer.infer.ray_pool import add_executor_arguments
 
 DEFAULT_SAMPLES = 8
 DEFAULT_TEMPERATURE = 1.0
@@ -58,22 +59,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     r = ap.add_argument_group("run")
     r.add_argument("--overwrite", action="store_true", help="start fresh, discarding the kept samples")
     r.add_argument("--retry-errors", action="store_true", help="ask the error items of earlier runs again")
-    r.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: one engine in this process; ray: a pool of engine replicas on Ray Data")
-    r.add_argument("--ray-address", default=None,
-                   help="the Ray cluster (default: $RAY_ADDRESS, else a local Ray started for the run)")
-    r.add_argument("--replicas", type=int, default=1, help="engine replicas (Ray actors; default 1)")
-    r.add_argument("--gpus-per-replica", type=float, default=0.0,
-                   help="GPUs each replica holds (vLLM's tensor parallel size inside it; default 0)")
+    add_executor_arguments(ap)
     add_option_arguments(ap)
 
 
 def run(args: argparse.Namespace) -> int:
     from unifer.data.sets import resolve_path
-    from unifer.distill.job import Executor, distill
+    from unifer.distill.job import distill
     from unifer.distill.select import Selection, parse_pass_rate
     from unifer.distill.work import TeacherPlan, check_samples
     from unifer.infer.plan import parse_image_size, plan_engine, sha256_file
+    from unifer.infer.ray_pool import executor_from
 
     flags = dict(vars(args))
     if args.preset:
@@ -82,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
         flags["model"] = args.preset
     if args.keep < 1:
         raise UniferError(f"--keep must be at least 1, got {args.keep}")
-    if args.replicas < 1 or args.gpus_per_replica < 0:
-        raise UniferError("--replicas must be at least 1 and --gpus-per-replica at least 0")
+    executor = executor_from(args)
     sel = Selection(keep=args.keep, pick=args.pick, pass_rate=parse_pass_rate(args.rlvr_pass_rate),
                     balance=args.balance, reward=args.reward)
     image_root = args.image_root or os.environ.get("UNIFER_IMAGE_ROOT") or "/"
@@ -110,8 +105,6 @@ def run(args: argparse.Namespace) -> int:
     plan = TeacherPlan(engine=chosen.engine, model=str(chosen.model), settings=chosen.settings,
                        options=dict(chosen.options), decoding=decoding, image_root=str(image_root),
                        image_size=image_size, batch_size=batch)
-    executor = Executor(args.executor, args.ray_address or os.environ.get("RAY_ADDRESS"), args.replicas,
-                        args.gpus_per_replica)
     return distill(plan, records, digest, resolve_path(args.out), sel, executor, overwrite=args.overwrite,
                    retry_errors=args.retry_errors)
 

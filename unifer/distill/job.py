@@ -9,7 +9,6 @@ the run is done: rerunning with other selection flags (``--keep``, ``--pick``, `
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from unifer.data.jsonio import write_json_atomic
@@ -18,17 +17,10 @@ from unifer.distill.work import Meter, TeacherPlan, item_seed, run_local
 from unifer.errors import UniferError
 from unifer.infer.engines import describe_error, is_engine_failure
 from unifer.infer.progress import ProgressFile
+from unifer.infer.ray_pool import Executor
 
 PROGRESS_NAME = "samples.progress.jsonl"
 OUTPUTS = ("cot.json", "rlvr.json", "stats.json", "distill.png")
-
-
-@dataclass(frozen=True)
-class Executor:
-    kind: str = "local"  # "local" | "ray"
-    address: str | None = None
-    replicas: int = 1
-    gpus_per_replica: float = 0.0
 
 
 def distill(plan: TeacherPlan, records: list[dict], records_sha256: str, out_dir: Path, sel: Selection,
