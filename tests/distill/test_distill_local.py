@@ -129,3 +129,14 @@ def test_a_dead_engine_stops_in_one_line_and_keeps_what_finished(faces, tmp_path
     assert len(lines) == 1 + 3  # the header, the broken image's error item, the two faces answered
     rc, _, err = distill(root, folder, script, out, "--batch-size", "1")
     assert rc == 0 and "resuming: 3 of 6" in err
+
+
+def test_the_same_folder_read_in_another_sets_labels_is_another_run(faces, tmp_path):
+    root, folder, script = faces
+    out = tmp_path / "o"
+    rc, _, err = distill(root, folder, script, out, "--limit", "2")
+    assert rc == 0, err
+    rc, _, err = in_process(unifer_main, "distill", "--records", folder, "--image-root", root, "--set", "affectnet",
+                            "--engine", "fake", "--model", "teacher", "--fake-script", script, "--samples", "4",
+                            "--temperature", "1.0", "--out", out, "--limit", "2")
+    assert rc == 2 and "different arguments" in err and "records_sha256" in err

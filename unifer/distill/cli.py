@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from unifer.distill.job import distill
     from unifer.distill.select import Selection, parse_pass_rate
     from unifer.distill.work import TeacherPlan, check_samples
-    from unifer.infer.plan import parse_image_size, plan_engine, sha256_file
+    from unifer.infer.plan import parse_image_size, plan_engine
     from unifer.infer.ray_pool import executor_from
 
     flags = dict(vars(args))
@@ -88,10 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise UniferError(f"--limit must be at least 1, got {args.limit}")
         records = records[: args.limit]
-    source = resolve_path(args.records)
-    digest = sha256_file(source) if source.is_file() else _records_digest(records)
-    if args.limit is not None:
-        digest += f"[:{args.limit}]"
+    digest = records_digest(records)  # the records as read (labels mapped, prompts written), not the source's bytes
     image_size = parse_image_size(args.image_size)
     flags["seed"] = None  # the per-face seeds are the run's; the engine's own default is not used
     chosen = plan_engine(flags, image_size)
@@ -109,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
                    retry_errors=args.retry_errors)
 
 
-def _records_digest(records: list[dict]) -> str:
-    """A folder source has no file to hash: its records (paths and labels, in order) stand for it."""
+def records_digest(records: list[dict]) -> str:
+    """What the teacher is asked about: every record (path, label, prompt, candidates), in order."""
     import hashlib
     import json
 
