@@ -120,3 +120,25 @@ def test_a_source_without_a_vocabulary_or_with_two_is_refused(tmp_path):
     rc, _, err = records_cli(root / "f", "--image-root", root, "--out", tmp_path / "x.json", "--set", "rafdb",
                              "--labels", "a,b")
     assert rc == 2 and "not both" in err
+
+
+def test_qa_and_rlvr_files_are_sources_too(train_tree, tmp_path):
+    from unifer.data.sources import load_source
+
+    out = tmp_path / "out"
+    rc, _, err = in_process(ferbench_main, "build", "--image-root", train_tree, "--split", "train", "--out-dir", out,
+                            "--datasets", "rafdb")
+    assert rc == 0, err
+    qa = json.loads((out / "rafdb_train_qa.json").read_text())
+    loaded = load_source(out / "rafdb_train_qa.json", train_tree)  # no --set needed: the records carry their labels
+    assert loaded.records == qa and not loaded.bad
+    raf = get_set("rafdb")
+    rlvr = [{"image_path": r["image_path"], "problem": raf.prompt, "solution": f"<answer>{r['true_label']}</answer>"}
+            for r in qa]
+    rlvr.append({"image_path": "/RAF-DB/aligned/train_00001_aligned.jpg", "problem": raf.prompt,
+                 "solution": "<answer>contempt</answer>"})
+    (tmp_path / "rlvr.json").write_text(json.dumps(rlvr))
+    loaded = load_source(tmp_path / "rlvr.json", train_tree)
+    assert loaded.records == qa
+    assert loaded.bad == [f"{tmp_path / 'rlvr.json'}: record 2: label 'contempt' is not one of the candidates "
+                          f"{list(raf.labels)}"]

@@ -140,3 +140,20 @@ def test_the_same_folder_read_in_another_sets_labels_is_another_run(faces, tmp_p
                             "--engine", "fake", "--model", "teacher", "--fake-script", script, "--samples", "4",
                             "--temperature", "1.0", "--out", out, "--limit", "2")
     assert rc == 2 and "different arguments" in err and "records_sha256" in err
+
+
+def test_a_qa_file_from_data_records_distils_as_its_folder_does(faces, tmp_path):
+    root, folder, script = faces
+    qa = tmp_path / "faces_qa.json"
+    rc, _, err = in_process(unifer_main, "data", "records", folder, "--image-root", root, "--set", "rafdb",
+                            "--out", qa)
+    assert rc == 0, err
+    assert "/lab/anger/f.png" in qa.read_text()  # it exists (records never decode): distill makes it an error item
+    rc, _, err = distill(root, folder, script, tmp_path / "from_folder")
+    assert rc == 0, err
+    rc, _, err = in_process(unifer_main, "distill", "--records", qa, "--image-root", root, "--engine", "fake",
+                            "--model", "teacher", "--fake-script", script, "--samples", "4", "--out",
+                            tmp_path / "from_qa")
+    assert rc == 0, err
+    for name in ("cot.json", "rlvr.json"):
+        assert (tmp_path / "from_qa" / name).read_bytes() == (tmp_path / "from_folder" / name).read_bytes()

@@ -6,6 +6,8 @@
 A source is one of:
 
 - a QA file (JSON array or JSON Lines of QA records, e.g. ``unifer ferbench build --split train``): taken as is;
+- an RLVR file (``{image_path, problem, solution}``, e.g. UniFER-RLVR-360K): each record asks its problem, the
+  label its solution's ``<answer>`` names, among the candidates the problem lists;
 - a labelled folder inside the image root, ``DIR/<CLASS>/<IMAGE>``: the class folder names the label;
 - a CSV (``image_path,label``; a header naming those two columns, or none) or a JSON / JSON Lines file of
   ``{"image_path": ..., "label": ...}`` rows: the path relative to the image root (a leading '/' as the paper's
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unifer.data.raw import is_image_name, to_set_label
-from unifer.data.records import QA_SCHEMA, validate_records
+from unifer.data.records import QA_SCHEMA, RLVR_SCHEMA, prompt_candidates, solution_label, validate_records
 from unifer.data.sets import PROMPT_TEMPLATE, FERSet, get_set
 from unifer.errors import DataError, UniferError
 
@@ -111,8 +113,10 @@ def load_source(source, image_root, vocab: FERSet | None = None) -> Loaded:
     if source.suffix.lower() == ".csv":
         return _load_csv(source, root, _need(vocab, source))
     rows = _read_json_rows(source)
-    if rows and all(isinstance(r, dict) and set(QA_SCHEMA) <= set(r) for r in rows):
+    if rows and all(isinstance(r, dict) and set(QA_SCHEMA) <= set(r) for _, r in rows):
         return _load_qa(source, rows, root)
+    if rows and all(isinstance(r, dict) and set(RLVR_SCHEMA) <= set(r) for _, r in rows):
+        return _load_qa(source, [(w, _rlvr_as_qa(r)) for w, r in rows], root)
     rows_out = _Rows(source, root, _need(vocab, source))
     for n, r in rows:
         if not isinstance(r, dict):
@@ -187,6 +191,14 @@ def _read_json_rows(path: Path) -> list[tuple[str, object]]:
 
 class Broken(str):
     """A JSON Lines line that does not parse (its reason)."""
+
+
+def _rlvr_as_qa(r: dict) -> dict:
+    """An RLVR record as the QA record it asks: its problem, its solution's label, the problem's candidates."""
+    label = solution_label(r["solution"]) if isinstance(r["solution"], str) else r["solution"]
+    cands = prompt_candidates(r["problem"]) if isinstance(r["problem"], str) else None
+    return {"image_path": r["image_path"], "true_label": label, "prompt": r["problem"],
+            "candidate_labels": list(cands) if cands else [label]}
 
 
 def _load_qa(path: Path, rows: list[tuple[str, object]], root: Path) -> Loaded:
