@@ -54,7 +54,7 @@ def distill(plan: TeacherPlan, records: list[dict], records_sha256: str, out_dir
 
                     stopped = run_ray(plan, records, pending, sink, executor)
                 else:
-                    stopped = run_local(plan, records, pending, sink, stats)
+                    stopped = run_local(plan, records, pending, sink)
             except UniferError as e:
                 raise UniferError(f"{e} (every finished face is kept in {progress.path}: rerun to go on)") from None
             except Exception as e:

@@ -115,7 +115,7 @@ def load_item_image(plan: TeacherPlan, record: dict):
 Sink = Callable[[list[tuple[int, dict]]], None]
 
 
-def run_local(plan: TeacherPlan, records: list[dict], pending: list[int], sink: Sink, stats: dict) -> str | None:
+def run_local(plan: TeacherPlan, records: list[dict], pending: list[int], sink: Sink) -> str | None:
     """The local executor: one engine in this process, images decoded ahead, ``batch_size`` items per call.
     Finished items go to ``sink`` batch by batch; returns why it stopped early (a spent budget), or None."""
     jobs = [Job("distill", i, records[i], plan.image_root) for i in pending]
