@@ -157,3 +157,12 @@ def test_a_qa_file_from_data_records_distils_as_its_folder_does(faces, tmp_path)
     assert rc == 0, err
     for name in ("cot.json", "rlvr.json"):
         assert (tmp_path / "from_qa" / name).read_bytes() == (tmp_path / "from_folder" / name).read_bytes()
+
+
+def test_executor_ray_without_ray_installed_is_one_line(faces, tmp_path, monkeypatch):
+    import sys
+
+    root, folder, script = faces
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as it does where Ray is not installed
+    rc, _, err = distill(root, folder, script, tmp_path / "x", "--executor", "ray")
+    assert rc == 2 and "pip install -e .[ray]" in err and "Traceback" not in err

@@ -92,10 +92,10 @@ def ray_map(rows: list[dict], replica_cls, constructor_kwargs: dict, executor: E
             batch_size: int) -> Iterator[list[dict]]:
     """Send ``rows`` (each with a unique ``id``) through ``replica_cls`` actors; yield the rows that come back, a
     batch at a time (each with ``id`` and ``unsent``: "" or why it was not asked — such a row was not answered)."""
+    started = connect(executor)  # first: without Ray installed, one line saying how to get it
     import ray
     import ray.data
 
-    started = connect(executor)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the caller's bar counts items
     try:
         left = list(rows)
