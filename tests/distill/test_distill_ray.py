@@ -66,6 +66,13 @@ def test_ray_writes_the_same_records_as_local_and_a_dead_replica_loses_nothing(l
     stats = json.loads((tmp_path / "killed" / "stats.json").read_text())
     assert stats["answered"] == 11 and stats["errors"] == 1
 
+    # a run stopped on the local executor resumes on Ray (and the other way round): one progress file
+    rc, _, err = distill(root, folder, tmp_path / "mixed", "--fake-engine-failure-at-call", "3")
+    assert rc == 2 and "engine failed" in err
+    rc, _, err = distill(root, folder, tmp_path / "mixed", "--executor", "ray", "--replicas", "2")
+    assert rc == 0 and "resuming: " in err, err
+    assert samples(tmp_path / "mixed") == samples(tmp_path / "local")
+
 
 def test_ferbench_run_on_ray_writes_the_local_results(local_ray, tmp_path):
     from helpers import qa_record, tiny_image
