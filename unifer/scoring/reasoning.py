@@ -1,0 +1,402 @@
+"""Deterministic reasoning metrics: does the ``<think>`` text agree with the answer, and do the facial actions it
+names fit the answered expression? No model, no randomness: the same response always gets the same flags.
+
+Per response (``analyze``), for one set and the label a protocol extracted:
+
+- ``has_think``: a ``<think>`` tag opens a non-empty text; ``has_answer``: the paper's ``<answer>…</answer>``
+  pattern matches; ``truncated``: the last tag opened (``<think>`` or ``<answer>``) is never closed, or the
+  response used the whole token budget (its API usage against the run's ``max_new_tokens``, where both are known).
+- ``think_label``: the last label named in the ``<think>`` text (a candidate, a synonym of the set, or a form of
+  ``facs.yaml``'s ``label_forms``, as a whole word) that is not negated — no negation word or phrase of
+  ``facs.yaml`` within three words before it, in its clause; ``None`` when the text names none. ``think_answer_agree``:
+  ``think_label`` equals the answered label (``None`` when either is missing, or the answer is ``unknown``).
+- ``cues``: the facial action units the reasoning names (the ``<think>`` text; without one, the response outside
+  its ``<answer>``), from the phrases of ``facs.yaml``, as whole words, negation handled as above.
+- ``cue_support``: how the cues fit the answered label under the EMFACS prototypes of ``facs.yaml``, among the
+  set's candidate labels. The fit of a label is the Jaccard overlap of the cues with its prototype; ``supports``:
+  the answered label fits better than any other candidate; ``contradicts``: it does not fit at all and another
+  does; ``mixed``: cues named, but they single out neither (a tie, a better other, or no prototype fits);
+  ``none``: no cue named; ``None`` when the response answers no label.
+
+``aggregate`` turns a list of those into rates with their counts and 95 % Wilson intervals; ``reasoning_block`` is
+the ``reasoning`` block of a metrics file, ``items_path`` the per-item file beside it. The leaderboard's section
+is ``leaderboard_section``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from unifer.data.sets import TOTAL_LABEL_MAP, get_set
+from unifer.errors import UniferError
+from unifer.scoring.extract import ANSWER_PATTERN, UNKNOWN
+
+LEXICON_FILE = Path(__file__).with_name("facs.yaml")
+TAG = re.compile(r"<(/?)(think|answer)>", re.IGNORECASE)
+THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.IGNORECASE | re.DOTALL)
+ANSWER_BLOCK = re.compile(r"<answer>.*?(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
+WORD = re.compile(r"[a-z]+(?:['’][a-z]+)?", re.IGNORECASE)
+GAP = re.compile(r"[\s\-]+")  # what may stand between the words of a phrase
+CLAUSE_END = re.compile(r"[.;:!?,()\n]")
+SUPPORTS, CONTRADICTS, MIXED, NONE = "supports", "contradicts", "mixed", "none"
+CUE_SUPPORT = (SUPPORTS, CONTRADICTS, MIXED, NONE)
+
+
+# ------------------------------------------------------------------------------------------------ the lexicon
+
+
+def phrase_variants(phrase: str) -> list[tuple[str, ...]]:
+    """A lexicon phrase spelled out: every word sequence it stands for. ``(x)`` is optional, ``(a|b)`` one of,
+    ``(a|b|)`` one of or none; words are lower-cased, a hyphen is a space."""
+    texts, i = [""], 0
+    while i < len(phrase):
+        c = phrase[i]
+        if c == "(":
+            j = phrase.find(")", i)
+            if j < 0:
+                raise ValueError(f"unclosed '(' in {phrase!r}")
+            alts = phrase[i + 1:j].split("|")
+            alts = alts + [""] if len(alts) == 1 else alts
+            texts = [t + a for t in texts for a in alts]
+            i = j + 1
+        else:
+            texts = [t + c for t in texts]
+            i += 1
+    out = []
+    for t in texts:
+        words = tuple(w for w in WORD.findall(t.lower().replace("-", " ").replace("’", "'")))
+        if words and words not in out:
+            out.append(words)
+    return out
+
+
+class Tokens:
+    """A text's words (lower case, ’ as ') and their spans: read once, by the label and the cue finders."""
+
+    __slots__ = ("text", "spans", "words")
+
+    def __init__(self, text: str):
+        found = list(WORD.finditer(text))
+        self.text, self.spans = text, [m.span() for m in found]
+        self.words = [m.group(0).lower().replace("’", "'") for m in found]
+
+    def joined(self, i: int, k: int) -> bool:
+        """Whether words i .. i+k-1 stand apart by whitespace or hyphens only (one phrase, not across a comma)."""
+        s = self.spans
+        return all(GAP.fullmatch(self.text, s[j][1], s[j + 1][0]) for j in range(i, i + k - 1))
+
+
+@dataclass(frozen=True)
+class Negation:
+    window: int
+    words: frozenset[str]
+    phrases: tuple[tuple[str, ...], ...]
+    openers: frozenset[str] = frozenset()  # the words a negation starts with (filled in)
+
+    def __post_init__(self):
+        object.__setattr__(self, "openers", self.words | {p[0] for p in self.phrases})
+
+    def negated(self, tokens: Tokens, i: int) -> bool:
+        """Whether a negation stands within ``window`` words before word ``i``, in its clause (a sentence's or
+        clause's punctuation ends a negation's reach: "no frown. Happy." is happy)."""
+        w, lo = tokens.words, max(0, i - self.window)
+        openers = self.openers
+        for j in range(i - 1, lo - 1, -1):
+            word = w[j]
+            if not (word in openers or word.endswith("n't")):
+                continue
+            if CLAUSE_END.search(tokens.text, tokens.spans[j][1], tokens.spans[i][0]):
+                return False  # this negation, and any before it, is in an earlier clause
+            if word in self.words or word.endswith("n't"):
+                return True
+            if any(tuple(w[j:j + len(p)]) == p and j + len(p) <= i for p in self.phrases):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """``facs.yaml`` read once: the unit names, every phrase spelled out, the prototypes, the negation."""
+
+    version: int
+    names: dict  # AU → its FACS name
+    phrases: dict  # words (a tuple) → units
+    lengths: dict  # first word → the lengths of the phrases it opens, longest first
+    prototypes: dict  # pooled label → frozenset of AUs
+    negation: Negation
+    label_forms: dict  # pooled label → extra word forms
+
+    def find(self, tokens: Tokens):
+        """(start, end, units, negated) of every phrase the text names, left to right; at one word the longest
+        phrase wins, and phrases do not overlap. The words of a phrase stand apart by whitespace or hyphens only."""
+        w, i, n = tokens.words, 0, len(tokens.words)
+        while i < n:
+            step = 1
+            for k in self.lengths.get(w[i], ()):
+                if i + k > n:
+                    continue
+                units = self.phrases.get(tuple(w[i:i + k]))
+                if units is not None and tokens.joined(i, k):
+                    yield tokens.spans[i][0], tokens.spans[i + k - 1][1], units, self.negation.negated(tokens, i)
+                    step = k
+                    break
+            i += step
+
+    @property
+    def phrase_units(self) -> set:
+        """Every unit some phrase names."""
+        return {u for units in self.phrases.values() for u in units}
+
+
+def _fail(path, message: str):
+    raise UniferError(f"{path}: {message}")
+
+
+@lru_cache(maxsize=4)
+def load_lexicon(path: str | None = None) -> Lexicon:
+    """The lexicon (default: ``facs.yaml`` beside this module); a malformed file is refused in one line."""
+    import yaml
+
+    path = Path(path) if path else LEXICON_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        _fail(path, f"cannot read the FACS lexicon: {e}")
+    if not isinstance(data, dict) or not isinstance(data.get("units"), dict):
+        _fail(path, "expected a mapping with 'units'")
+    names, entries = {}, []  # entries: (phrase, units)
+    for au, unit in data["units"].items():
+        if not isinstance(unit, dict) or not isinstance(unit.get("name"), str):
+            _fail(path, f"unit {au}: expected a mapping with 'name' and 'phrases'")
+        names[au] = unit["name"]
+        entries += [(p, (au,)) for p in unit.get("phrases") or []]
+    for n, combo in enumerate(data.get("combined") or []):
+        units = tuple(combo.get("units") or ())
+        if not units or any(u not in names for u in units):
+            _fail(path, f"combined entry {n}: units {list(units)} are not all units of the lexicon")
+        entries += [(p, units) for p in combo.get("phrases") or []]
+    prototypes = {}
+    for label, units in (data.get("prototypes") or {}).items():
+        bad = [u for u in units or () if u not in names]
+        if bad:
+            _fail(path, f"prototype {label}: unknown unit(s) {', '.join(bad)}")
+        prototypes[label] = frozenset(units or ())
+    phrases: dict[tuple, tuple] = {}
+    for phrase, units in entries:
+        try:
+            spelled = phrase_variants(phrase)
+        except ValueError as e:
+            _fail(path, str(e))
+        for words in spelled:  # a spelling two entries share names the units of both
+            phrases[words] = tuple(dict.fromkeys(phrases.get(words, ()) + units))
+    lengths: dict[str, set] = {}
+    for words in phrases:
+        lengths.setdefault(words[0], set()).add(len(words))
+    neg = data.get("negation") or {}
+    negation = Negation(int(neg.get("window", 3)), frozenset(w.lower() for w in neg.get("words") or ()),
+                        tuple(tuple(p.lower().split()) for p in neg.get("phrases") or ()))
+    return Lexicon(int(data.get("version", 1)), names, phrases,
+                   {w: tuple(sorted(ks, reverse=True)) for w, ks in lengths.items()}, prototypes, negation,
+                   {k: tuple(v) for k, v in (data.get("label_forms") or {}).items()})
+
+
+def pooled_label(label: str) -> str:
+    return TOTAL_LABEL_MAP.get(label, label)
+
+
+@lru_cache(maxsize=None)
+def label_words(set_key: str) -> dict[str, str]:
+    """Word → candidate: the set's candidates, their synonyms (``unifer.data.sets``) and the lexicon's forms."""
+    s = get_set(set_key)
+    words = {label.lower(): label for label in s.labels}
+    for label, alts in s.synonyms:
+        for alt in alts:
+            words.setdefault(alt.lower(), label)
+    for label in s.labels:
+        for form in load_lexicon().label_forms.get(pooled_label(label), ()):
+            words.setdefault(form.lower(), label)
+    return words
+
+
+# ------------------------------------------------------------------------------------------------ one response
+
+
+def think_text(response: str) -> str | None:
+    m = THINK.search(response)
+    return m.group(1) if m and m.group(1).strip() else None
+
+
+def is_truncated(response: str) -> bool:
+    """The last ``<think>``/``<answer>`` tag opened is never closed after it."""
+    last_open = None
+    for m in TAG.finditer(response):
+        if not m.group(1):
+            last_open = m
+        elif last_open is not None and m.group(2).lower() == last_open.group(2).lower():
+            last_open = None
+    return last_open is not None
+
+
+def as_tokens(text) -> Tokens:
+    return text if isinstance(text, Tokens) else Tokens(text)
+
+
+def think_label(text: str | Tokens | None, set_key: str) -> str | None:
+    """The last non-negated label the text names (see the module docstring), or None."""
+    if not text:
+        return None
+    tokens, words = as_tokens(text), label_words(set_key)
+    negation = load_lexicon().negation
+    for i in range(len(tokens.words) - 1, -1, -1):
+        label = words.get(tokens.words[i])
+        if label is not None and not negation.negated(tokens, i):
+            return label
+    return None
+
+
+def reasoning_text(response: str) -> str:
+    """What the cues are read from: the ``<think>`` text, else the response without its ``<answer>`` blocks."""
+    t = think_text(response)
+    return t if t is not None else ANSWER_BLOCK.sub(" ", response)
+
+
+def cue_spans(text: str | Tokens) -> list[tuple[int, int, tuple[str, ...], bool]]:
+    """(start, end, units, negated) of every facial action phrase in ``text`` (the report highlights them)."""
+    return list(load_lexicon().find(as_tokens(text)))
+
+
+def find_cues(text: str | Tokens) -> list[str]:
+    """The units ``text`` names, not negated, in the lexicon's order."""
+    lex = load_lexicon()
+    named = {u for _, _, units, negated in lex.find(as_tokens(text)) if not negated for u in units}
+    return [u for u in lex.names if u in named]
+
+
+def fits(cues, set_key: str) -> dict[str, float]:
+    """The Jaccard overlap of ``cues`` with each candidate's prototype (candidates without one are left out)."""
+    protos = load_lexicon().prototypes
+    cues = set(cues)
+    out = {}
+    for label in get_set(set_key).labels:
+        proto = protos.get(pooled_label(label))
+        if proto:
+            out[label] = len(cues & proto) / len(cues | proto)
+    return out
+
+
+def cue_support(cues, answered: str | None, set_key: str) -> str | None:
+    if not cues:
+        return NONE
+    if answered is None or answered == UNKNOWN:
+        return None
+    fit = fits(cues, set_key)
+    own = fit.get(answered, 0.0)
+    best_other = max((v for k, v in fit.items() if k != answered), default=0.0)
+    if own > 0 and own > best_other:
+        return SUPPORTS
+    if own == 0 and best_other > 0:
+        return CONTRADICTS
+    return MIXED
+
+
+def analyze(response: str, set_key: str, answered: str | None, budget: int | None = None,
+            usage: dict | None = None) -> dict:
+    """The reasoning flags of one response (module docstring); ``answered``: the label a protocol extracted."""
+    think = think_text(response)
+    tokens = Tokens(think if think is not None else ANSWER_BLOCK.sub(" ", response))  # reasoning_text's
+    label = think_label(tokens, set_key) if think is not None else None
+    answered = None if answered in (None, UNKNOWN) else answered
+    cues = find_cues(tokens)
+    truncated = is_truncated(response)
+    if not truncated and budget and usage and isinstance(usage.get("completion_tokens"), int):
+        truncated = usage["completion_tokens"] >= budget
+    return {"has_think": think is not None, "has_answer": ANSWER_PATTERN.search(response) is not None,
+            "truncated": truncated, "think_label": label,
+            "think_answer_agree": None if label is None or answered is None else label == answered,
+            "cues": cues, "cue_support": cue_support(cues, answered, set_key)}
+
+
+def analyze_records(records: list[dict], set_key: str, predicted: list[str | None],
+                    budget: int | None = None) -> list[dict]:
+    """One item line per record (``items_path``'s lines): the record's labels and its flags. ``predicted``: the
+    protocol's label per record, None for an error item (whose flags are all None)."""
+    out = []
+    for r, pred in zip(records, predicted):
+        base = {"image_path": r.get("image_path"), "true_label": r.get("true_label"), "predicted": pred}
+        if pred is None:
+            out.append({**base, "correct": None, "error": True, "has_think": None, "has_answer": None,
+                        "truncated": None, "think_label": None, "think_answer_agree": None, "cues": [],
+                        "cue_support": None})
+            continue
+        flags = analyze(r["model_response"], set_key, pred, budget, r.get("usage"))
+        out.append({**base, "correct": pred == r["true_label"], **flags})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ aggregates
+
+#: rate name → (what counts, over which items); items are the non-error ones.
+RATES = {
+    "think": ("has_think", None),
+    "answer": ("has_answer", None),
+    "truncated": ("truncated", None),
+    "agreement": ("think_answer_agree", "think_answer_agree"),
+    "cues": ("cues", None),
+    "supports": ("cue_support=supports", None),
+    "contradicts": ("cue_support=contradicts", None),
+    "right_for_right_reasons": ("correct&supports", None),
+    "right_with_contradicting_cues": ("correct&contradicts", None),
+}
+RATE_TITLES = {"think": "think rate", "answer": "answer rate", "truncated": "truncation rate",
+               "agreement": "think–answer agreement", "cues": "cue rate", "supports": "cue support",
+               "contradicts": "cue contradiction", "right_for_right_reasons": "right for the right reasons",
+               "right_with_contradicting_cues": "right with contradicting cues"}
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """The 95 % Wilson score interval of k successes in n (None for n = 0)."""
+    if n == 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _hit(item: dict, what: str) -> bool:
+    if what == "cues":
+        return bool(item["cues"])
+    if what.startswith("cue_support="):
+        return item["cue_support"] == what.split("=")[1]
+    if what.startswith("correct&"):
+        return bool(item["correct"]) and item["cue_support"] == what.split("&")[1]
+    return bool(item[what])
+
+
+def aggregate(items: list[dict]) -> dict:
+    """Every rate of ``RATES`` over the non-error items: ``{"rate", "k", "n", "low", "high"}`` (rate None at n 0).
+    Agreement runs over the items where both the reasoning's and the answered label are known."""
+    valid = [i for i in items if not i.get("error")]
+    rates = {}
+    for name, (what, among) in RATES.items():
+        pool = [i for i in valid if i[among] is not None] if among else valid
+        k = sum(_hit(i, what) for i in pool)
+        ci = wilson(k, len(pool))
+        rates[name] = {"rate": k / len(pool) if pool else None, "k": k, "n": len(pool),
+                       "low": ci[0] if ci else None, "high": ci[1] if ci else None}
+    return {"items": len(items), "valid": len(valid), "rates": rates}
+
+
+def reasoning_block(items: list[dict]) -> dict:
+    """The metrics file's ``reasoning`` block: the rates, and the lexicon's version they were read with."""
+    return {**aggregate(items), "lexicon_version": load_lexicon().version}
+
+
+def items_path(results: Path, protocol: str) -> Path:
+    """``<set>_<run>_results.json`` → ``<set>_<run>_items_<protocol>.jsonl`` beside it."""
+    name = results.name
+    stem = name[: -len("_results.json")] if name.endswith("_results.json") else Path(name).stem
+    return results.with_name(f"{stem}_items_{protocol}.jsonl")
