@@ -9,8 +9,9 @@ import pytest
 from unifer.data.sets import SETS
 from unifer.errors import UniferError
 from unifer.scoring.aggregate import extract_label
-from unifer.scoring.reasoning import (aggregate, analyze, analyze_records, cue_spans, find_cues, items_path,
-                                      load_lexicon, phrase_variants, think_label, wilson)
+from unifer.scoring.reasoning import (analyze, analyze_records, cue_spans, find_cues, load_lexicon,
+                                      phrase_variants, think_label)
+from unifer.scoring.reasoning_report import aggregate, items_path, wilson
 
 
 def resp(think: str | None, answer: str | None) -> str:

@@ -13,6 +13,7 @@ from unifer.data.jsonio import WriteError, write_json_atomic, write_text_atomic
 from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS, get_set
 from unifer.errors import UniferError
 from unifer.scoring.aggregate import csv_table, load_results, markdown_table, score_set, score_total
+from unifer.scoring.reasoning_report import score_set_reasoning, score_total_reasoning
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,12 @@ def score_set_files(set_key: str, results: Path, output: Path, protocol: str = "
     """Score one set's results file into ``output`` (and its confusion figure beside it, unless ``figs`` is off)."""
     s = get_set(set_key)
     refuse_overwriting_inputs(output, [results])
-    report = score_set(load_results(results, s), s, protocol)
+    records = load_results(results, s)
+    report = score_set(records, s, protocol)
     report["results_file"] = str(results)
+    report["reasoning"], items_file = score_set_reasoning(records, s, results, output.parent, protocol)
     write_file(write_json_atomic, output, report)
-    written = [output]
+    written = [output, items_file]
     if figs:
         from unifer.scoring.plots import confusion_figure
 
@@ -110,6 +113,7 @@ def score_total_files(paths: dict[str, Path], output: Path, protocol: str = "pap
     records = {key: load_results(path, SETS[key]) for key, path in paths.items()}
     report = score_total(records, protocol)
     report["results_files"] = {key: str(p) for key, p in paths.items()}
+    report["reasoning"] = score_total_reasoning(records, paths, protocol)
     table = markdown_table(report["table"])
     md, csv = sibling(output, "_results", "_table", ".md"), sibling(output, "_results", "_table", ".csv")
     write_file(write_json_atomic, output, report)

@@ -18,13 +18,11 @@ Per response (``analyze``), for one set and the label a protocol extracted:
   does; ``mixed``: cues named, but they single out neither (a tie, a better other, or no prototype fits);
   ``none``: no cue named; ``None`` when the response answers no label.
 
-``aggregate`` turns a list of those into rates with their counts and 95 % Wilson intervals; ``reasoning_block`` is
-the ``reasoning`` block of a metrics file, ``items_path`` the per-item file beside it. The leaderboard's section
-is ``leaderboard_section``.
+``unifer.scoring.reasoning_report`` turns them into rates (the metrics files' ``reasoning`` block, the per-item
+files, the leaderboard's section).
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -334,69 +332,3 @@ def analyze_records(records: list[dict], set_key: str, predicted: list[str | Non
         flags = analyze(r["model_response"], set_key, pred, budget, r.get("usage"))
         out.append({**base, "correct": pred == r["true_label"], **flags})
     return out
-
-
-# ------------------------------------------------------------------------------------------------ aggregates
-
-#: rate name → (what counts, over which items); items are the non-error ones.
-RATES = {
-    "think": ("has_think", None),
-    "answer": ("has_answer", None),
-    "truncated": ("truncated", None),
-    "agreement": ("think_answer_agree", "think_answer_agree"),
-    "cues": ("cues", None),
-    "supports": ("cue_support=supports", None),
-    "contradicts": ("cue_support=contradicts", None),
-    "right_for_right_reasons": ("correct&supports", None),
-    "right_with_contradicting_cues": ("correct&contradicts", None),
-}
-RATE_TITLES = {"think": "think rate", "answer": "answer rate", "truncated": "truncation rate",
-               "agreement": "think–answer agreement", "cues": "cue rate", "supports": "cue support",
-               "contradicts": "cue contradiction", "right_for_right_reasons": "right for the right reasons",
-               "right_with_contradicting_cues": "right with contradicting cues"}
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
-    """The 95 % Wilson score interval of k successes in n (None for n = 0)."""
-    if n == 0:
-        return None
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _hit(item: dict, what: str) -> bool:
-    if what == "cues":
-        return bool(item["cues"])
-    if what.startswith("cue_support="):
-        return item["cue_support"] == what.split("=")[1]
-    if what.startswith("correct&"):
-        return bool(item["correct"]) and item["cue_support"] == what.split("&")[1]
-    return bool(item[what])
-
-
-def aggregate(items: list[dict]) -> dict:
-    """Every rate of ``RATES`` over the non-error items: ``{"rate", "k", "n", "low", "high"}`` (rate None at n 0).
-    Agreement runs over the items where both the reasoning's and the answered label are known."""
-    valid = [i for i in items if not i.get("error")]
-    rates = {}
-    for name, (what, among) in RATES.items():
-        pool = [i for i in valid if i[among] is not None] if among else valid
-        k = sum(_hit(i, what) for i in pool)
-        ci = wilson(k, len(pool))
-        rates[name] = {"rate": k / len(pool) if pool else None, "k": k, "n": len(pool),
-                       "low": ci[0] if ci else None, "high": ci[1] if ci else None}
-    return {"items": len(items), "valid": len(valid), "rates": rates}
-
-
-def reasoning_block(items: list[dict]) -> dict:
-    """The metrics file's ``reasoning`` block: the rates, and the lexicon's version they were read with."""
-    return {**aggregate(items), "lexicon_version": load_lexicon().version}
-
-
-def items_path(results: Path, protocol: str) -> Path:
-    """``<set>_<run>_results.json`` → ``<set>_<run>_items_<protocol>.jsonl`` beside it."""
-    name = results.name
-    stem = name[: -len("_results.json")] if name.endswith("_results.json") else Path(name).stem
-    return results.with_name(f"{stem}_items_{protocol}.jsonl")
