@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("unifer.data.import_cli", "another tool's FERBench run (lmms-eval samples, VLMEvalKit predictions) "
                "as results files + .meta.json"),
     "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
+    "judge": ("unifer.judge.cli", "a judge model rates each response's reasoning on a rubric (any engine; cached, "
+              "resumable)"),
     "leaderboard": ("unifer.scoring.leaderboard", "every scored run in one table (Markdown, CSV) and two figures"),
     "presets": ("unifer.infer.presets", "list the known models (presets): engine, model, run, what was run here"),
     "report": ("unifer.report.cli", "an offline HTML report of a run: tables, confusion matrices, every response"),
