@@ -222,11 +222,6 @@ def label_words(set_key: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ one response
 
 
-def think_text(response: str) -> str | None:
-    m = THINK.search(response)
-    return m.group(1) if m and m.group(1).strip() else None
-
-
 def is_truncated(response: str) -> bool:
     """The last ``<think>``/``<answer>`` tag opened is never closed after it."""
     last_open = None
@@ -253,12 +248,6 @@ def think_label(text: str | Tokens | None, set_key: str) -> str | None:
         if label is not None and not negation.negated(tokens, i):
             return label
     return None
-
-
-def reasoning_text(response: str) -> str:
-    """What the cues are read from: the ``<think>`` text, else the response without its ``<answer>`` blocks."""
-    t = think_text(response)
-    return t if t is not None else ANSWER_BLOCK.sub(" ", response)
 
 
 def cue_spans(text: str | Tokens) -> list[tuple[int, int, tuple[str, ...], bool]]:
@@ -300,21 +289,43 @@ def cue_support(cues, answered: str | None, set_key: str) -> str | None:
     return MIXED
 
 
-def analyze(response: str, set_key: str, answered: str | None, budget: int | None = None,
-            usage: dict | None = None) -> dict:
-    """The reasoning flags of one response (module docstring); ``answered``: the label a protocol extracted."""
-    think = think_text(response)
-    tokens = Tokens(think if think is not None else ANSWER_BLOCK.sub(" ", response))  # reasoning_text's
-    label = think_label(tokens, set_key) if think is not None else None
-    answered = None if answered in (None, UNKNOWN) else answered
-    cues = find_cues(tokens)
+def read_reasoning(response: str, set_key: str, budget: int | None = None, usage: dict | None = None,
+                   spans: bool = False) -> dict:
+    """What does not depend on the answered label: has_think, has_answer, truncated, think_label, cues (and,
+    with ``spans``, every cue phrase as ``(start, end, units, negated)`` at its place in ``response``)."""
+    m = THINK.search(response)
+    think = m is not None and bool(m.group(1).strip())
+    if think:
+        base, text = m.start(1), m.group(1)
+    else:  # the response outside its <answer> blocks, blanked in place so the offsets hold
+        base, text = 0, ANSWER_BLOCK.sub(lambda a: " " * len(a.group(0)), response)
+    tokens = Tokens(text)
+    found = list(load_lexicon().find(tokens))
+    named = {u for _, _, units, negated in found if not negated for u in units}
     truncated = is_truncated(response)
     if not truncated and budget and usage and isinstance(usage.get("completion_tokens"), int):
         truncated = usage["completion_tokens"] >= budget
-    return {"has_think": think is not None, "has_answer": ANSWER_PATTERN.search(response) is not None,
-            "truncated": truncated, "think_label": label,
+    out = {"has_think": think, "has_answer": ANSWER_PATTERN.search(response) is not None, "truncated": truncated,
+           "think_label": think_label(tokens, set_key) if think else None,
+           "cues": [u for u in load_lexicon().names if u in named]}
+    if spans:
+        out["spans"] = [(base + a, base + b, units, neg) for a, b, units, neg in found]
+    return out
+
+
+def against_answer(parts: dict, answered: str | None, set_key: str) -> dict:
+    """``read_reasoning``'s parts with the flags that compare them to the answered label."""
+    answered = None if answered in (None, UNKNOWN) else answered
+    label = parts["think_label"]
+    return {**{k: v for k, v in parts.items() if k != "spans"},
             "think_answer_agree": None if label is None or answered is None else label == answered,
-            "cues": cues, "cue_support": cue_support(cues, answered, set_key)}
+            "cue_support": cue_support(parts["cues"], answered, set_key)}
+
+
+def analyze(response: str, set_key: str, answered: str | None, budget: int | None = None,
+            usage: dict | None = None) -> dict:
+    """The reasoning flags of one response (module docstring); ``answered``: the label a protocol extracted."""
+    return against_answer(read_reasoning(response, set_key, budget, usage), answered, set_key)
 
 
 def analyze_records(records: list[dict], set_key: str, predicted: list[str | None],
