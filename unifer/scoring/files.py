@@ -91,9 +91,9 @@ def score_set_files(set_key: str, results: Path, output: Path, protocol: str = "
     records = load_results(results, s)
     report = score_set(records, s, protocol)
     report["results_file"] = str(results)
-    report["reasoning"], items_file = score_set_reasoning(records, s, results, output.parent, protocol)
+    report["reasoning"], items_file, items = score_set_reasoning(records, s, results, output.parent, protocol)
     write_file(write_json_atomic, output, report)
-    written = [output, items_file]
+    written = [output, write_file(write_text_atomic, items_file, items)]
     if figs:
         from unifer.scoring.plots import confusion_figure
 

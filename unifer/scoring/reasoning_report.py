@@ -11,7 +11,6 @@ import json
 import math
 from pathlib import Path
 
-from unifer.data.jsonio import write_text_atomic
 from unifer.data.runmeta import read_meta
 from unifer.data.sets import FERSet, get_set
 from unifer.scoring.aggregate import is_error
@@ -105,11 +104,12 @@ def items_text(items: list[dict]) -> str:
 
 
 def score_set_reasoning(records: list[dict], fer_set: FERSet, results: Path, out_dir: Path,
-                        protocol: str) -> tuple[dict, Path]:
-    """The ``reasoning`` block of one set's metrics and its per-item file, written into ``out_dir``."""
+                        protocol: str) -> tuple[dict, Path, str]:
+    """The ``reasoning`` block of one set's metrics, and its per-item file (path and text) for ``out_dir``: the
+    caller writes it after the metrics file."""
     items = set_items(records, fer_set, protocol, run_budget(results))
-    path = write_text_atomic(items_path(Path(out_dir) / Path(results).name, protocol), items_text(items))
-    return {**reasoning_block(items), "items_file": str(path)}, path
+    path = items_path(Path(out_dir) / Path(results).name, protocol)
+    return {**reasoning_block(items), "items_file": str(path)}, path, items_text(items)
 
 
 def score_total_reasoning(records_by_set: dict[str, list[dict]], results_files: dict[str, Path],
