@@ -170,3 +170,26 @@ def test_a_broken_rubric_is_one_line(tmp_path):
                    "specificity: c, hallucination: d}\nimage_note_with: a\nimage_note_without: b\n")
     with pytest.raises(UniferError, match="does not format"):
         load_rubric(bad)
+
+
+def _parse(argv):
+    ap = argparse.ArgumentParser()
+    judge_cli.add_arguments(ap)
+    return ap.parse_args(argv)
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--engine", "fake", "--limit", "0"], "--limit must be at least 1"),
+    (["--engine", "fake", "--parse-retries", "-1"], "--parse-retries must be >= 0"),
+    (["--engine", "openai"], "needs --base-url"),
+])
+def test_bad_flags_are_one_line(results, extra, fragment):
+    with pytest.raises(UniferError, match=fragment):
+        judge_cli.plan(_parse(["--set", "rafdb", "--results", str(results), "--model", "judge-x", *extra]))
+
+
+def test_a_local_engine_judges_with_the_image(results, tiny_model):
+    argv = ["--set", "rafdb", "--results", str(results), "--engine", "hf", "--model", str(tiny_model)]
+    with pytest.raises(UniferError, match="needs an image per request: add --with-image"):
+        judge_cli.plan(_parse(argv))
+    assert judge_cli.plan(_parse([*argv, "--with-image"])).config.with_image

@@ -70,6 +70,9 @@ def plan(args: argparse.Namespace):
     flags["max_new_tokens"] = args.max_new_tokens or rubric.max_new_tokens
     image_size = parse_image_size(args.image_size)
     chosen = plan_engine(flags, image_size)
+    if chosen.local and not args.with_image:
+        raise UniferError(f"--engine {chosen.engine} runs a checkpoint here and needs an image per request: add "
+                          "--with-image (judging the text alone needs an endpoint: --engine openai)")
     structured = args.structured
     if structured == "auto":
         structured = "json" if chosen.engine in CONSTRAINING else "none"
