@@ -292,7 +292,14 @@ def cue_support(cues, answered: str | None, set_key: str) -> str | None:
 def read_reasoning(response: str, set_key: str, budget: int | None = None, usage: dict | None = None,
                    spans: bool = False) -> dict:
     """What does not depend on the answered label: has_think, has_answer, truncated, think_label, cues (and,
-    with ``spans``, every cue phrase as ``(start, end, units, negated)`` at its place in ``response``)."""
+    with ``spans``, every cue phrase as ``(start, end, units, negated)`` at its place in ``response``). Cached:
+    the scorers read each response under both protocols, per set and in the total."""
+    used = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return dict(_read(response, set_key, budget, used if isinstance(used, int) else None, spans))
+
+
+@lru_cache(maxsize=1 << 14)  # more than all of FERBench (11k responses)
+def _read(response: str, set_key: str, budget: int | None, used: int | None, spans: bool) -> dict:
     m = THINK.search(response)
     think = m is not None and bool(m.group(1).strip())
     if think:
@@ -302,14 +309,12 @@ def read_reasoning(response: str, set_key: str, budget: int | None = None, usage
     tokens = Tokens(text)
     found = list(load_lexicon().find(tokens))
     named = {u for _, _, units, negated in found if not negated for u in units}
-    truncated = is_truncated(response)
-    if not truncated and budget and usage and isinstance(usage.get("completion_tokens"), int):
-        truncated = usage["completion_tokens"] >= budget
+    truncated = is_truncated(response) or bool(budget and used is not None and used >= budget)
     out = {"has_think": think, "has_answer": ANSWER_PATTERN.search(response) is not None, "truncated": truncated,
            "think_label": think_label(tokens, set_key) if think else None,
-           "cues": [u for u in load_lexicon().names if u in named]}
+           "cues": tuple(u for u in load_lexicon().names if u in named)}
     if spans:
-        out["spans"] = [(base + a, base + b, units, neg) for a, b, units, neg in found]
+        out["spans"] = tuple((base + a, base + b, units, neg) for a, b, units, neg in found)
     return out
 
 
@@ -317,7 +322,7 @@ def against_answer(parts: dict, answered: str | None, set_key: str) -> dict:
     """``read_reasoning``'s parts with the flags that compare them to the answered label."""
     answered = None if answered in (None, UNKNOWN) else answered
     label = parts["think_label"]
-    return {**{k: v for k, v in parts.items() if k != "spans"},
+    return {**{k: v for k, v in parts.items() if k != "spans"}, "cues": list(parts["cues"]),
             "think_answer_agree": None if label is None or answered is None else label == answered,
             "cue_support": cue_support(parts["cues"], answered, set_key)}
 
