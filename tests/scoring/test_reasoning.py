@@ -146,7 +146,8 @@ def test_think_label_ignores_missing_text():
 
 def test_aggregate_counts_rates_over_valid_items():
     records = [
-        {"image_path": "a", "true_label": "happiness", "model_response": resp("A smile, raised cheeks. Happy.", "happiness")},
+        {"image_path": "a", "true_label": "happiness",
+         "model_response": resp("A smile, raised cheeks. Happy.", "happiness")},
         {"image_path": "b", "true_label": "sadness", "model_response": resp("A smile. Happy.", "happiness")},
         {"image_path": "c", "true_label": "anger", "model_response": resp("A broad smile", "anger")},
         {"image_path": "d", "true_label": "fear", "error": True},

@@ -32,7 +32,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--presets", default=None, metavar="FILE", help="a presets file of your own")
     ap.add_argument("--engine", choices=ENGINES, default=None, help="the judge's engine (a preset names its own)")
     ap.add_argument("--with-image", action="store_true", help="send the face with each response")
-    ap.add_argument("--image-root", default=None, help="prefix of the image paths (default: $UNIFER_IMAGE_ROOT, else /)")
+    ap.add_argument("--image-root", default=None,
+                    help="prefix of the image paths (default: $UNIFER_IMAGE_ROOT, else /)")
     ap.add_argument("--image-size", default=None, metavar="N|native", help="images sent at N×N (default 224)")
     ap.add_argument("--structured", choices=STRUCTURED, default="auto",
                     help="constrain each rating: json (a JSON schema), regex, none; auto (default): json on the "
@@ -84,7 +85,8 @@ def plan(args: argparse.Namespace):
     config = JudgeConfig(chosen.engine, str(chosen.model), dict(chosen.options), chosen.settings, decoding, rubric,
                          bool(args.with_image), image_size)
     output = resolve_path(args.output) if args.output else judge_path(results)
-    return JudgeRun(s, records, output, config, image_root=str(args.image_root or default_path("UNIFER_IMAGE_ROOT", "/")),
+    root = str(args.image_root or default_path("UNIFER_IMAGE_ROOT", "/"))
+    return JudgeRun(s, records, output, config, image_root=root,
                     batch_size=args.batch_size or chosen.batch_size(), parse_retries=args.parse_retries,
                     retry_errors=args.retry_errors, overwrite=args.overwrite)
 

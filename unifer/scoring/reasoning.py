@@ -8,8 +8,9 @@ Per response (``analyze``), for one set and the label a protocol extracted:
   response used the whole token budget (its API usage against the run's ``max_new_tokens``, where both are known).
 - ``think_label``: the last label named in the ``<think>`` text (a candidate, a synonym of the set, or a form of
   ``facs.yaml``'s ``label_forms``, as a whole word) that is not negated — no negation word or phrase of
-  ``facs.yaml`` within three words before it, in its clause; ``None`` when the text names none. ``think_answer_agree``:
-  ``think_label`` equals the answered label (``None`` when either is missing, or the answer is ``unknown``).
+  ``facs.yaml`` within three words before it, in its clause; ``None`` when the text names none.
+  ``think_answer_agree``: ``think_label`` equals the answered label (``None`` when either is missing, or the
+  answer is ``unknown``).
 - ``cues``: the facial action units the reasoning names (the ``<think>`` text; without one, the response outside
   its ``<answer>``), from the phrases of ``facs.yaml``, as whole words, negation handled as above.
 - ``cue_support``: how the cues fit the answered label under the EMFACS prototypes of ``facs.yaml``, among the
