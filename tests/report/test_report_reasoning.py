@@ -54,6 +54,7 @@ def test_payload_holds_cues_flags_and_tables(tmp_path):
     header, rows = r["table"]["header"], r["table"]["rows"]
     assert header[:3] == ["Set", "items", "think rate"] and rows[-1][0] == "Total (pooled)"
     assert rows[0][header.index("right for the right reasons")].startswith("33.3")
+    assert items["judge"][raf[0]].startswith("judge j/v1: grounding 5, consistency 4") and items["judge"][raf[1]] == ""
     assert r["judge"]["rows"] == [["RAF-DB", "j/v1", "1", "0", "5.00 [5.00–5.00]", "4.00 [4.00–4.00]",
                                    "3.00 [3.00–3.00]", "0.0%"]]
 

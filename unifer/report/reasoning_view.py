@@ -102,5 +102,20 @@ def judge_table(paths: dict) -> dict | None:
                        "describes the invisible"], "rows": rows}
 
 
+def judge_texts(paths: dict) -> dict[tuple[str, str], str]:
+    """(set, image path) → the judge's rating of that item as one line of text, where a judge ran."""
+    out = {}
+    for key, path in paths.items():
+        for x in read_judge_lines(judge_path(path)):
+            if x.get("error"):
+                text = f"judge error: {x['error']}"
+            else:
+                text = (f"judge {x.get('judge', '')}: grounding {x.get('visual_grounding')}, consistency "
+                        f"{x.get('consistency')}, specificity {x.get('specificity')}, describes the invisible "
+                        f"{'yes' if x.get('hallucination') else 'no'} — {x.get('rationale', '')}")
+            out[(key, str(x["image_path"]))] = text
+    return out
+
+
 def budgets(paths: dict) -> dict:
     return {key: run_budget(p) for key, p in paths.items()}

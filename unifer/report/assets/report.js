@@ -211,6 +211,7 @@
     for (var p = 0; p < 2; p++) predLine(mine, D.protocols[p], preds[p][i], truth[i], false);
     var b = el("div", "badges"); badges(b, flags[i]); reasonBadges(b, rflags[state.protocol][i]); mine.appendChild(b);
     mine.appendChild(responseBlock(I.resp[i], flags[i], I.cues ? I.cues[i] : null));
+    if (I.judge && I.judge[i]) mine.appendChild(el("p", "judge", I.judge[i]));
     runs.appendChild(mine);
     if (C) {
       var theirs = el("div", "run");
