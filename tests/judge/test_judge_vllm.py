@@ -1,13 +1,16 @@
 """``unifer judge`` against the REAL vLLM OpenAI server on loopback serving the tiny model (the session fixture
 ``tiny_vllm_server``), its ratings constrained by vLLM's structured outputs so every rating parses: all items rated
-(regex) or rated / error items with a reason (JSON schema), the ranges respected, a budget stop and its rerun
-identical to one run, faults survived, and the key written nowhere."""
+(regex) or rated / error items with a reason (JSON schema), the ranges respected, a budget stop and a SIGKILL
+each rerun to what one run writes, faults survived, and the key written nowhere."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 
 import pytest
-from helpers import answer
+from helpers import PY, REPO, answer, clean_env
 
 from unifer.cli import main as unifer_main
 from unifer.data.sets import get_set
@@ -81,6 +84,22 @@ def test_judge_against_the_real_server(tiny_vllm_server, photos, tmp_path, monke
     assert 0 < len(read_judge_lines(resumed)) < 6
     assert judge(base_url, results, resumed, "--structured", "regex") == 0
     assert resumed.read_bytes() == clean.read_bytes()
+
+    # SIGKILL mid-run (a process of its own, one rating per batch); the rerun ends byte for byte as one run
+    killed = tmp_path / "run" / "killed.jsonl"
+    argv = [PY, "-m", "unifer", "judge", "--set", "rafdb", "--results", str(results), "--output", str(killed),
+            "--engine", "openai", "--base-url", base_url, "--model", "tiny", "--with-image", "--concurrency", "1",
+            "--structured", "regex", "--batch-size", "1"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=clean_env(OPENAI_API_KEY=FAKE_KEY), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and len(read_judge_lines(killed)) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert 2 <= len(read_judge_lines(killed)) < 6, "the kill came after the run (a slower machine?)"
+    assert judge(base_url, results, killed, "--structured", "regex") == 0
+    assert killed.read_bytes() == clean.read_bytes()
 
     # faults between us and the server: retried by the openai engine, the same ratings in the end
     faulty = tmp_path / "run" / "faulty.jsonl"
