@@ -19,7 +19,7 @@ from unifer.scoring.reasoning_report import judge_path, read_judge_lines
 pytest.importorskip("vllm")
 pytest.importorskip("openai")
 from fault_proxy import FaultProxy  # noqa: E402
-from test_openai_engine import FAKE_KEY, assert_key_nowhere  # noqa: E402
+from helpers import FAKE_KEY, assert_key_nowhere  # noqa: E402
 
 RAF = get_set("rafdb")
 THINKS = ["Raised cheeks and a broad smile.", "The brows are drawn together and the lips pressed.",
