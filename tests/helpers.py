@@ -188,3 +188,20 @@ def checkpoint_digest(path) -> str:
     for f in sorted(Path(path).glob("*.safetensors")):
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------------ API key hygiene
+FAKE_KEY = "-".join(("sk", "test", "Zq8vJ3kLmN0pQrStUvWxYz1234567890abcdEFGH"))  # a fake key, joined at run time
+_MID = len(FAKE_KEY) // 2
+# the whole key and its head, middle and tail: a leak of any of them fails (the proxy echoes the key whole and
+# as sk-...tail, as vendors do)
+KEY_PIECES = {"whole key": FAKE_KEY, "head": FAKE_KEY[:14], "middle": FAKE_KEY[_MID - 6:_MID + 6],
+              "tail": FAKE_KEY[-12:]}
+
+
+def assert_key_nowhere(folder: Path, printed: str, when: str) -> None:
+    """No piece of the key in any file under ``folder`` nor in ``printed`` (stdout, stderr and the log)."""
+    for name, piece in KEY_PIECES.items():
+        leaks = [str(p) for p in folder.rglob("*") if p.is_file() and piece.encode() in p.read_bytes()]
+        assert not leaks, f"{when}: the key's {name} is written in {leaks}"
+        assert piece not in printed, f"{when}: the key's {name} is printed or logged"

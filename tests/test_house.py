@@ -14,7 +14,7 @@ LAYERS = [
     {"unifer.data"},
     {"unifer.models"},
     {"unifer.rewards", "unifer.scoring", "unifer.infer"},
-    {"unifer.train", "unifer.pipeline"},
+    {"unifer.train", "unifer.pipeline", "unifer.distill", "unifer.judge"},
     {"unifer.bench", "unifer.demo", "unifer.report", "unifer.predict", "unifer.leaderboard"},
     {"unifer.cli", "unifer.__main__"},
 ]

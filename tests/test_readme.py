@@ -10,6 +10,8 @@ from pathlib import Path
 from helpers import REPO
 
 TESTS = REPO / "tests"
+#: Test files by name: tests/ mirrors the package (tests/scoring/, tests/infer/, ...) and every name is unique.
+TEST_FILES = {p.name: p for p in sorted(TESTS.rglob("test_*.py"))}
 REFERENCE = re.compile(r"`((?:test_\w+\.py)?)::(test_\w+)(?:\[([^\]]+)\])?`")
 
 
@@ -44,14 +46,19 @@ def test_every_row_of_what_happens_when_names_existing_tests():
     assert len(rows) >= 20, "the table went missing"
     problems = [f"row '{when}' names no test" for when, named in rows.items() if not named]
     for file, name, param in sorted({ref for named in rows.values() for ref in named}, key=str):
-        path = TESTS / file
-        if not path.is_file():
+        path = TEST_FILES.get(file)
+        if path is None:
             problems.append(f"{file}: no such test file")
         elif name not in defined_tests(path):
             problems.append(f"{file}::{name}: no such test")
         elif param is not None and param not in path.read_text(encoding="utf-8"):
             problems.append(f"{file}::{name}[{param}]: no such parameter id in the file")
     assert not problems, "\n".join(problems)
+
+
+def test_test_file_names_are_unique_across_the_mirrored_folders():
+    names = [p.name for p in TESTS.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
 
 
 def test_the_readme_is_a_front_page_with_the_two_commands_and_the_map():

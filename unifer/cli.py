@@ -21,8 +21,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("unifer.infer.runner", "answer a FERBench set with a model (resumable, batched, sharded)"),
     "import": ("unifer.data.import_cli", "another tool's FERBench run (lmms-eval samples, VLMEvalKit predictions) "
                "as results files + .meta.json"),
+    "distill": ("unifer.distill.cli", "ask a teacher K times per labelled face, keep what the rewards accept: CoT "
+                "(SFT) and RLVR (GRPO) data, locally or on Ray"),
     "eval": ("unifer.scoring.cli", "score one set's results (--set S) or the four together (--total)"),
     "compare": ("unifer.scoring.compare_cli", "two runs on the same items: McNemar's test, paired intervals per set"),
+    "judge": ("unifer.judge.cli", "a judge model rates each response's reasoning on a rubric (any engine; cached, "
+              "resumable)"),
     "leaderboard": ("unifer.scoring.leaderboard", "every scored run in one table (Markdown, CSV) and two figures"),
     "presets": ("unifer.infer.presets", "list the known models (presets): engine, model, run, what was run here"),
     "report": ("unifer.report.cli", "an offline HTML report of a run: tables, confusion matrices, every response"),

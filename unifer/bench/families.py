@@ -5,7 +5,7 @@ side by side in one run (Qwen2.5-VL beside Qwen3-VL and LLaVA-OneVision), throug
 All tiny checkpoints share the toy sizes (hidden 64, two layers per tower) and the real 151,936-word vocabulary, so
 the rows differ by what a family does per item: image tokens (Qwen2.5-VL 64 at 224×224, Qwen3-VL 49, the tiny
 LLaVA-OneVision's anyres grid up to 80), vision tower and template. vLLM does not load the tiny LLaVA-OneVision
-(weight names, see tests/test_any_model_vllm.py): that row says so instead of a number.
+(weight names, see tests/infer/test_any_model_vllm.py): that row says so instead of a number.
 """
 from __future__ import annotations
 

@@ -200,9 +200,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_check_arguments(p)
     p.add_argument("--kind", required=True, choices=sorted(SCHEMAS),
                    help="cot (UniFER-CoT-230K), rlvr (UniFER-RLVR-360K), qa (FERBench), results")
+    from unifer.data import sources_cli
+
+    sources_cli.add_arguments(sub.add_parser("records", help="QA records from a labelled folder (CLASS/IMAGE) or "
+                                                             "a CSV / JSON(L) of image_path,label"))
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "records":
+        from unifer.data import sources_cli
+
+        return sources_cli.run(args)
     run_check(args.file, args.kind, args.image_root, decode=not args.no_decode, workers=args.workers,
               max_listed=args.max_listed, progress=not args.no_progress)
     return 0

@@ -35,10 +35,12 @@ def rlvr_record(fer_set: FERSet, image_path: str, label: str) -> dict:
     return {"image_path": image_path, "problem": fer_set.prompt, "solution": f"<answer>{label}</answer>"}
 
 
-def build_set(key: str, image_root: str | Path, affectnet_csv: str | Path | None = None) -> tuple[list[dict], Scan]:
-    """One set's QA records from its raw layout (benchmark split), sorted by image path, validated."""
+def build_set(key: str, image_root: str | Path, affectnet_csv: str | Path | None = None,
+              split: str | None = None) -> tuple[list[dict], Scan]:
+    """One set's QA records from its raw layout (``split``, default the benchmark's), sorted by image path."""
     fer_set = get_set(key)
-    scan = scan_dataset(fer_set.key, Path(image_root), BENCHMARK_SPLITS[fer_set.key], affectnet_csv=affectnet_csv)
+    scan = scan_dataset(fer_set.key, Path(image_root), split or BENCHMARK_SPLITS[fer_set.key],
+                        affectnet_csv=affectnet_csv)
     records = [qa_record(fer_set, p, scan.labels[p]) for p in sorted(scan.labels)]
     _assert_valid(records, "qa", fer_set.qa_filename)
     return records, scan
@@ -91,8 +93,18 @@ def _label_summary(labels) -> str:
     return ", ".join(f"{k} {v}" for k, v in Counter(labels).most_common())
 
 
-def build(image_root, datasets: str | None = None, out_dir=None, affectnet_csv=None) -> dict[str, Path]:
-    """Build the requested sets (default: every set whose folder is present). Returns set → written file."""
+def qa_filename(fer_set: FERSet, split: str | None) -> str:
+    """``<set>_qa.json`` for the benchmark split; ``<set>_<split>_qa.json`` for another (``train``)."""
+    if split is None or split in ("test", "val", "validation") or split == BENCHMARK_SPLITS[fer_set.key]:
+        return fer_set.qa_filename
+    return f"{fer_set.key}_{split}_qa.json"
+
+
+def build(image_root, datasets: str | None = None, out_dir=None, affectnet_csv=None,
+          split: str | None = None) -> dict[str, Path]:
+    """Build the requested sets (default: every set whose folder is present). Returns set → written file.
+    ``split`` (e.g. ``train``): that split of each layout instead of the benchmark's, as ``<set>_<split>_qa.json``
+    (the records' shape is FERBench's, for ``unifer distill``)."""
     root = resolve_path(image_root)
     if not root.is_dir():
         raise DataError(root, "image root is not a directory")
@@ -108,14 +120,15 @@ def build(image_root, datasets: str | None = None, out_dir=None, affectnet_csv=N
         fer_set = get_set(key)
         try:
             csv_path = resolve_path(affectnet_csv) if (affectnet_csv and key == "affectnet") else None
-            records, scan = build_set(key, root, affectnet_csv=csv_path)
+            records, scan = build_set(key, root, affectnet_csv=csv_path, split=split)
         except UniferError as e:
             failures.append(f"{key}: {e}")
             print(f"error: {key}: {e} (nothing written for {key})", file=sys.stderr)
             continue
         for note in scan.notes[:10]:
             print(f"note: {key}: {note}")
-        out = (resolve_path(out_dir) / fer_set.qa_filename) if out_dir else fer_set.default_qa_path()
+        name = qa_filename(fer_set, split)
+        out = (resolve_path(out_dir) / name) if out_dir else fer_set.default_qa_path().with_name(name)
         write_json_atomic(out, records)
         written[key] = out
         print(f"{key}: {len(records)} records -> {out} ({_label_summary(r['true_label'] for r in records)})")
@@ -185,7 +198,11 @@ def add_arguments(parser: argparse.ArgumentParser):
                    help="comma-separated sets (default: every set whose folder is under the image root)")
     b.add_argument("--out-dir", default=None, help="write <set>_qa.json here (default: each eval_<set>/data/)")
     b.add_argument("--affectnet-csv", default=None,
-                   help="AffectNet validation labels (default: IMAGE_ROOT/AffectNet/validation.csv)")
+                   help="AffectNet labels (default: IMAGE_ROOT/AffectNet/validation.csv; training.csv for "
+                        "--split train)")
+    b.add_argument("--split", default=None,
+                   help="another split than the benchmark's (train: <set>_train_qa.json, the records "
+                        "unifer distill asks a teacher about)")
 
     c = sub.add_parser("check", help="validate a QA file (schema, labels, prompt, duplicates, images)")
     add_check_arguments(c)
@@ -215,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
 
         return export_cli.run(args)
     if args.action == "build":
-        build(args.image_root, args.datasets, args.out_dir, args.affectnet_csv)
+        build(args.image_root, args.datasets, args.out_dir, args.affectnet_csv, split=args.split)
     elif args.action == "check":
         run_check(_qa_file_argument(args.file), "qa", args.image_root, decode=not args.no_decode,
                   workers=args.workers, max_listed=args.max_listed, progress=not args.no_progress,

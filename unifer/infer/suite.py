@@ -44,8 +44,9 @@ class SetWork:
         return sum(1 for i in self.indices if i not in self.progress.done)
 
 
-def answer_sets(plans: dict[str, RunPlan]) -> int:
-    """Answer every pending item of ``plans`` with one engine; write each set's results (or merge its shards)."""
+def answer_sets(plans: dict[str, RunPlan], executor=None) -> int:
+    """Answer every pending item of ``plans`` with one engine (or, ``executor`` of kind ray, a pool of replicas on
+    Ray: ``unifer.infer.ray_answers``); write each set's results (or merge its shards)."""
     first = next(iter(plans.values()))
     if first.merge:
         return merge_sets(plans)
@@ -56,7 +57,7 @@ def answer_sets(plans: dict[str, RunPlan]) -> int:
         jobs = pending_jobs(work)
         stats = {"tokens": 0, "seconds": 0.0, "usage": {}, "stopped": None}
         if jobs:
-            answer_jobs(work, jobs, stats)
+            answer_jobs(work, jobs, stats, executor)
         wall = time.perf_counter() - started
         if stats["stopped"] and any(w.left() for w in work.values()):
             report_stop(work, stats["stopped"])
@@ -110,7 +111,7 @@ def pending_jobs(work: dict[str, SetWork]) -> list[Job]:
     return jobs
 
 
-def answer_jobs(work: dict[str, SetWork], jobs: list[Job], stats: dict) -> None:
+def answer_jobs(work: dict[str, SetWork], jobs: list[Job], stats: dict, executor=None) -> None:
     """Answer ``jobs`` with one engine, recording answers as they come; ``stats["stopped"]`` says why the engine
     stopped early (a budget spent), if it did."""
     from tqdm import tqdm
@@ -120,8 +121,10 @@ def answer_jobs(work: dict[str, SetWork], jobs: list[Job], stats: dict) -> None:
     done = total - len(jobs)
     names = ", ".join(w.plan.ferset.name for w in work.values())
     where = f"resuming: {done} of {total} items already done, " if done else ""
-    print(f"{names}: {where}loading {first.model} ({first.engine})", file=sys.stderr, flush=True)
-    engine = open_engine(first)
+    on_ray = executor is not None and executor.kind == "ray"
+    print(f"{names}: {where}loading {first.model} ({first.engine}"
+          f"{f', {executor.replicas} Ray replicas' if on_ray else ''})", file=sys.stderr, flush=True)
+    engine = None if on_ray else open_engine(first)
     try:
         desc = first.ferset.name if len(work) == 1 else "FERBench"
         with tqdm(total=total, initial=done, unit="item", desc=desc, dynamic_ncols=True) as bar:
@@ -135,13 +138,20 @@ def answer_jobs(work: dict[str, SetWork], jobs: list[Job], stats: dict) -> None:
             writer = GroupWriter({k: w.progress for k, w in work.items()}, group=max(1, first.batch_size),
                                  on_write=shown)
             try:
-                for job, result in stream_answers(engine, jobs, first.batch_size, stats, first.image_size):
+                if on_ray:
+                    from unifer.infer.ray_answers import ray_stream
+
+                    answers = ray_stream(first, jobs, stats, executor)
+                else:
+                    answers = stream_answers(engine, jobs, first.batch_size, stats, first.image_size)
+                for job, result in answers:
                     writer.add(job, result)
             finally:
                 writer.flush()  # whatever finished is kept, also when the engine fails
             stats["seconds"] = time.perf_counter() - t0
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
 
 
 def report_stop(work: dict[str, SetWork], why: str) -> None:

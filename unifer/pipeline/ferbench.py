@@ -18,15 +18,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        description="Answer all of FERBench in one process (the flags of eval_total/code/"
                                    "infer_unifer.py), then score every set and the total under both protocols.")
     allsets.add_arguments(r)
+    from unifer.infer.ray_pool import add_executor_arguments
+
+    add_executor_arguments(r)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action != "run":
         return data_ferbench.run(args)
+    from unifer.infer.ray_pool import executor_from
     from unifer.infer.suite import answer_sets
 
     plans = allsets.plan_sets(args)
-    rc = answer_sets(plans)
+    rc = answer_sets(plans, executor_from(args))
     if rc or args.shard:
         if args.shard and not rc:
             print("shard done; the sets are scored once every shard is merged (unifer ferbench run --merge)")

@@ -22,6 +22,7 @@ from pathlib import Path
 from unifer.errors import UniferError
 from unifer.data.sets import SET_KEYS, SETS
 from unifer.report.items import describe, label_space, pooled
+from unifer.report.reasoning_view import budgets, item_columns, judge_table, judge_texts, rates_table, unit_names
 from unifer.report.thumbs import DEFAULT_SIZE, write_thumbnails
 from unifer.scoring.aggregate import PROTOCOLS, load_results, markdown_table, score_set, score_total
 from unifer.scoring.intervals import CIOptions
@@ -87,8 +88,11 @@ def build_payload(run: Run, compare: Run | None, image_root: str, title: str) ->
         return {"labels": [index[label] for label in report["labels"]], "m": report["confusion_matrix"],
                 "unknown": report["unknown_per_class"], "accuracy": report["overall"]["accuracy"]}
 
-    items = {k: [] for k in ("set", "index", "truth", "pp", "ps", "flags", "resp", "path", "thumb")}
+    items = {k: [] for k in ("set", "index", "truth", "pp", "ps", "flags", "resp", "path", "thumb", "rp", "rs",
+                             "cues", "judge")}
     paths: dict[str, int] = {}
+    budget, units, reasoned = budgets(run.paths), {}, {key: [] for key in run.records}  # the reasoning's
+    judged = judge_texts(run.paths)
     for s_i, key in enumerate(run.records):
         for r_i, record in enumerate(run.records[key]):
             d = describe(record, key)
@@ -103,6 +107,10 @@ def build_payload(run: Run, compare: Run | None, image_root: str, title: str) ->
             items["resp"].append(d["response"])
             items["path"].append(image)
             items["thumb"].append(paths.setdefault(image, len(paths)) if image else -1)
+            bits, cues, paper = item_columns(record, key, d["preds"], budget[key], units)
+            items["rp"].append(bits[0]), items["rs"].append(bits[1]), items["cues"].append(cues)
+            reasoned[key] += [paper] if paper else []
+            items["judge"].append(judged.get((key, image), ""))
     payload = {
         "title": title, "runs": [run.name] + ([compare.name] if compare else []), "imageRoot": str(image_root),
         "protocols": list(PROTOCOLS), "labels": names, "pooled": [index[pooled(n)] for n in names],
@@ -111,6 +119,7 @@ def build_payload(run: Run, compare: Run | None, image_root: str, title: str) ->
         "table": numbers["table"], "meanSetAccuracy": numbers["mean_set_accuracy"],
         "matrices": {k: {p: matrix(rep) for p, rep in by_p.items()} for k, by_p in numbers["matrices"].items()},
         "items": items, "compare": None,
+        "reasoning": {"units": unit_names(units), "table": rates_table(reasoned), "judge": judge_table(run.paths)},
     }
     if compare is not None:
         payload["compare"] = compare_columns(run, compare, index)

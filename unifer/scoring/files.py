@@ -13,6 +13,7 @@ from unifer.data.jsonio import WriteError, write_json_atomic, write_text_atomic
 from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS, get_set
 from unifer.errors import UniferError
 from unifer.scoring.aggregate import csv_table, load_results, markdown_table, score_set, score_total
+from unifer.scoring.reasoning_report import score_set_reasoning, score_total_reasoning
 from unifer.scoring.intervals import CIOptions
 
 #: Metrics files carry 95% intervals unless a caller passes ``ci=None`` (``--no-ci``).
@@ -100,8 +101,9 @@ def score_set_files(set_key: str, results: Path, output: Path, protocol: str = "
 
         add_votes(report, {set_key: records}, votes, protocol)
     report["results_file"] = str(results)
+    report["reasoning"], items_file, items = score_set_reasoning(records, s, results, output.parent, protocol)
     write_file(write_json_atomic, output, report)
-    written = [output]
+    written = [output, write_file(write_text_atomic, items_file, items)]
     if figs:
         from unifer.scoring.plots import confusion_figure
 
@@ -126,6 +128,7 @@ def score_total_files(paths: dict[str, Path], output: Path, protocol: str = "pap
 
         add_votes(report, records, votes, protocol)
     report["results_files"] = {key: str(p) for key, p in paths.items()}
+    report["reasoning"] = score_total_reasoning(records, paths, protocol)
     table = markdown_table(report["table"])
     md, csv = sibling(output, "_results", "_table", ".md"), sibling(output, "_results", "_table", ".csv")
     write_file(write_json_atomic, output, report)

@@ -6,7 +6,8 @@ computed again from the results, under both protocols, so the table never mixes 
 per-set accuracy, the pooled accuracy (the paper's total: the four sets' items together) and the mean of the
 per-set accuracies, the pooled macro F1, and the share of responses holding an ``<answer>…</answer>`` block. Pooled
 and mean numbers need all four sets; a run with fewer shows its sets and "–" there. The engine, model and image size
-come from each results file's sidecar (``unifer.data.runmeta``).
+come from each results file's sidecar (``unifer.data.runmeta``). A reasoning section follows the table (the rates of
+``unifer.scoring.reasoning_report``, and a judge's ratings where ``unifer judge`` ran).
 
 Written into ``--out`` (default ``eval_total/results/leaderboard/``, never ``figs/``): ``leaderboard.md``,
 ``leaderboard.csv``, ``leaderboard.json``, ``leaderboard_heatmap.png`` (runs × sets, paper accuracy) and
@@ -25,12 +26,13 @@ from unifer.data.sets import REPO_ROOT, SET_KEYS, SETS, get_set, resolve_path
 from unifer.errors import UniferError
 from unifer.scoring.aggregate import is_error, load_results, overall_metrics, pool, predict, relative
 from unifer.scoring.extract import ANSWER_PATTERN, PROTOCOLS
+from unifer.scoring.reasoning_report import REASONING_COLUMNS, leaderboard_section, reasoning_columns
 
 DEFAULT_OUT = Path("eval_total") / "results" / "leaderboard"
 CSV_COLUMNS = ("rank", "run", "model", "engine", "model_id", "image_size", "sets", "items", "errors",
                *(f"{key}_{p}" for key in SET_KEYS for p in PROTOCOLS), "pooled_paper", "pooled_strict",
                "mean_paper", "mean_strict", "pooled_f1_paper", "pooled_f1_strict", "answer_share",
-               "pooled_uar_paper", "pooled_uar_strict", "pooled_best")
+               "pooled_uar_paper", "pooled_uar_strict", "pooled_best", *REASONING_COLUMNS)
 
 
 def find_runs(root: Path, include_unscored: bool = False) -> dict[str, dict[str, Path]]:
@@ -70,6 +72,7 @@ def score_run(run: str, files: dict[str, Path]) -> dict:
     answered = [x for r in records.values() for x in r]
     row["answer_share"] = (sum(1 for x in answered if not is_error(x) and ANSWER_PATTERN.search(x["model_response"]))
                            / len(answered)) if answered else None
+    row.update(reasoning_columns(records, files))
     return row
 
 
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         from unifer.scoring.leaderboard_stats import notes as stats_notes
 
         notes = stats_notes(annotate(rows, runs, CIOptions()), marked=True)
-    table = markdown(rows, notes)
+    table = markdown(rows, notes) + leaderboard_section(rows)
     written = []
     for name, text in (("leaderboard.md", table), ("leaderboard.csv", csv_text(rows))):
         written.append(write_text_atomic(out / name, text))

@@ -7,11 +7,16 @@ pixels, the prompt, the seed and the sample's index — so it is the same on eve
 and ``{n}`` (the sample's index); a ``Decoding`` with ``choice`` is answered with one of its choices. Told to,
 it fails an item (``fail_items``: calls' 1-based item numbers answer an error), fails as an engine
 (``engine_failure_at_call``: that generate call raises a dead-engine error), or stalls
-(``stall_at_call``: that call sleeps ``stall_seconds`` first).
+(``stall_at_call``: that call sleeps ``stall_seconds`` first). ``script`` (a JSON file ``{"#rrggbb": [text, …]}``)
+makes the answers known per face: an image whose top-left pixel has that colour is answered ``text[i]`` for
+sample ``i`` (cycling); other images get the template. ``exit_once_file``: the process exits at once (as a
+killed replica does) on its ``exit_at_call``-th call, the first time only (the file records that it happened).
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -40,6 +45,11 @@ class FakeOptions:
     stall_at_call: int | None = option(None, "the generate call that first sleeps --fake-stall-seconds",
                                        flag="--fake-stall-at-call", type=int)
     stall_seconds: float = option(0.0, "how long that call sleeps", flag="--fake-stall-seconds")
+    script: str | None = option(None, "JSON file {\"#rrggbb\": [answer, ...]}: the answers of the images whose "
+                                "top-left pixel has that colour, sample by sample", flag="--fake-script")
+    exit_at_call: int | None = option(None, "the call (1-based) at which the process exits, once",
+                                      flag="--fake-exit-at-call", type=int)
+    exit_once_file: str | None = option(None, "where the once-only exit is recorded", flag="--fake-exit-once-file")
 
     def __post_init__(self):
         object.__setattr__(self, "fail_items", tuple(self.fail_items))
@@ -58,6 +68,15 @@ def _pixels(image) -> bytes:
     return tobytes() if tobytes else repr(image).encode()
 
 
+def _corner(image) -> str | None:
+    """The top-left pixel of a PIL image as ``#rrggbb``."""
+    getpixel = getattr(image, "getpixel", None)
+    if getpixel is None:
+        return None
+    px = image.convert("RGB").getpixel((0, 0))
+    return "#{:02x}{:02x}{:02x}".format(*px[:3])
+
+
 class FakeEngine:
     name = "fake"
     local = False  # its "model" is any name: no checkpoint is read
@@ -70,12 +89,20 @@ class FakeEngine:
         self.calls = 0
         self.requests = 0
         self.seen: list[tuple[str, Decoding, int | None]] = []  # (prompt, decoding, seed) per request, for tests
+        self.script: dict[str, list[str]] = {}
+        if self.options.script:
+            with open(self.options.script, encoding="utf-8") as f:
+                self.script = {k.lower(): list(v) for k, v in json.load(f).items()}
 
     def _answer(self, image, prompt: str, decoding: Decoding, seed: int | None, index: int) -> Answer:
         self.requests += 1
         self.seen.append((prompt, decoding, seed))
         if self.requests in self.options.fail_items:
             return Answer("", 0, error=f"fake failure of request {self.requests}")
+        scripted = self.script.get(_corner(image)) if self.script else None
+        if scripted:
+            text = scripted[index % len(scripted)]
+            return Answer(text, len(text.split()), stop_reason="stop")
         labels = list(decoding.choice or ()) or candidate_labels(prompt) or ["neutral"]
         h = hashlib.sha256(_pixels(image) + prompt.encode() + f"|{seed}|{index}|{decoding.temperature}".encode())
         label = labels[int.from_bytes(h.digest()[:8], "big") % len(labels)]
@@ -89,6 +116,11 @@ class FakeEngine:
 
     def _call(self) -> None:
         self.calls += 1
+        marker = self.options.exit_once_file
+        if self.options.exit_at_call == self.calls and marker and not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(f"exited at call {self.calls} in process {os.getpid()}\n")
+            os._exit(17)
         if self.options.stall_at_call == self.calls:
             time.sleep(self.options.stall_seconds)
         if self.options.engine_failure_at_call == self.calls:

@@ -16,6 +16,7 @@ is that item's error (the runner writes an error item and goes on); a refusal of
 ``max_requests`` and ``max_tokens_budget`` stop sending new requests once spent: unsent items come back as
 ``Answer.unsent(why)`` (left pending for a rerun).
 
+An image of ``None`` sends the prompt alone (a text-only request: ``unifer judge`` without ``--with-image``).
 A sampling ``Decoding`` sends its ``temperature``, ``top_p``, ``n`` and ``seed``; a structured output goes as vLLM's
 ``structured_outputs`` extra body (and a JSON schema also as ``response_format``).
 
@@ -260,7 +261,8 @@ class OpenAIEngine:
     # -- one item -------------------------------------------------------------------------------------------
     def _request(self, image, prompt: str, decoding: Decoding, seed: int | None) -> list[Answer]:
         openai = self._openai
-        messages = chat_messages(image_data_url(image, self.image_format), prompt, self.image_detail)
+        messages = (chat_messages(image_data_url(image, self.image_format), prompt, self.image_detail)
+                    if image is not None else [{"role": "user", "content": [{"type": "text", "text": prompt}]}])
         fields = self.request_fields(decoding, seed)
         last = "no request sent"
         for attempt in range(self.max_retries + 1):

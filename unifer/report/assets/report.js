@@ -6,6 +6,7 @@
 
   var PAGE_SIZE = 50;
   var ERROR = 1, HAS_ANSWER = 2, HEDGED = 4, PROTOCOLS_DISAGREE = 8;
+  var WRONG_REASONS = 1, THINK_DISAGREE = 2, TRUNCATED = 4;  // unifer/report/reasoning_view.py
   var ABSENT = -2;
   var HIST_BINS = 20;
 
@@ -40,6 +41,8 @@
   var setOf = Int16Array.from(I.set), truth = Int16Array.from(I.truth);
   var preds = [Int16Array.from(I.pp), Int16Array.from(I.ps)];
   var flags = Uint8Array.from(I.flags);
+  var rflags = [Uint8Array.from(I.rp || []), Uint8Array.from(I.rs || [])];  // reasoning flags per protocol
+  var R = D.reasoning || { units: [], table: null, judge: null };
   var pooledOf = Int16Array.from(D.pooled);
   var ptruth = new Int16Array(N), ppreds = [new Int16Array(N), new Int16Array(N)];
   var lengths = new Int32Array(N);
@@ -60,7 +63,8 @@
   var inMatrix = new Uint8Array(D.labels.length);
 
   var state = { set: -1, protocol: 0, truth: -1, pred: -1, correct: "any", errors: "any", disagree: false,
-                noanswer: false, hedged: false, runs: false, search: "", page: 0, cell: null };
+                noanswer: false, hedged: false, runs: false, search: "", page: 0, cell: null,
+                wrongreasons: false, thinkdisagree: false, truncated: false };
   var matches = new Int32Array(N), count = 0;
 
   // ---------------------------------------------------------------------------------------------- filtering
@@ -84,11 +88,14 @@
     if (state.hedged) { mask |= HEDGED; want |= HEDGED; }
     if (state.errors === "exclude" || state.correct !== "any") mask |= ERROR;
     if (state.errors === "only") { mask |= ERROR; want |= ERROR; }
+    var rmask = (state.wrongreasons ? WRONG_REASONS : 0) | (state.thinkdisagree ? THINK_DISAGREE : 0) |
+      (state.truncated ? TRUNCATED : 0), rf = rflags[pr];
     var cp = cpreds ? cpreds[pr] : null;
     count = 0;
     for (var i = 0; i < N; i++) {
       if (s >= 0 && setOf[i] !== s) continue;
       if ((flags[i] & mask) !== want) continue;
+      if (rmask && (rf[i] & rmask) !== rmask) continue;
       if (state.truth >= 0 && tr[i] !== state.truth) continue;
       if (state.pred === OUTSIDE) { if (pd[i] < 0 || inMatrix[pd[i]]) continue; }
       else if (state.pred !== -1 && pd[i] !== state.pred) continue;
@@ -121,7 +128,24 @@
     node.appendChild(document.createTextNode(text.slice(at)));
     return node;
   }
-  function responseBlock(resp, itemFlags) {
+  // The cues (start, end, unit triples into the response; a negated mention as -1 - unit) inside text, which
+  // stands at offset base of the response, marked; plain text when a search is on (its hits are marked then).
+  function cueMarked(cls, text, base, cues) {
+    if (state.search || !cues || !cues.length) return highlighted(cls, text);
+    var node = el("pre", cls), at = 0;
+    for (var k = 0; k + 2 < cues.length; k += 3) {
+      var a = cues[k] - base, b = cues[k + 1] - base, u = cues[k + 2];
+      if (a < at || b > text.length) continue;
+      node.appendChild(document.createTextNode(text.slice(at, a)));
+      var neg = u < 0, m = el("mark", neg ? "cue neg" : "cue", text.slice(a, b));
+      m.title = (R.units[neg ? -1 - u : u] || "") + (neg ? " (negated)" : "");
+      node.appendChild(m);
+      at = b;
+    }
+    node.appendChild(document.createTextNode(text.slice(at)));
+    return node;
+  }
+  function responseBlock(resp, itemFlags, cues) {
     var box = el("div", "response");
     if (itemFlags & ERROR) {
       box.appendChild(el("h4", null, "Error item (not scored)"));
@@ -131,13 +155,13 @@
     var think = THINK.exec(resp), answer = ANSWER.exec(resp);
     var reasoning = think ? think[1] : resp.replace(ANSWER, "").trim();
     box.appendChild(el("h4", null, think ? "Reasoning" : "Reasoning (no <think> tags)"));
-    box.appendChild(highlighted("reasoning", reasoning));
+    box.appendChild(think ? cueMarked("reasoning", reasoning, think.index + 7, cues) : highlighted("reasoning", reasoning));
     box.appendChild(el("h4", null, "Answer"));
     if (answer) box.appendChild(highlighted("answer", answer[1]));
     else box.appendChild(el("p", "muted", "no <answer> (the paper protocol then searches the whole response)"));
     var raw = el("details", "raw");
     raw.appendChild(el("summary", null, "whole response (" + resp.length + " characters)"));
-    raw.appendChild(highlighted("whole", resp));
+    raw.appendChild(cueMarked("whole", resp, 0, cues));
     box.appendChild(raw);
     return box;
   }
@@ -153,6 +177,11 @@
     var names = [[ERROR, "error item"], [HEDGED, "hedged"], [PROTOCOLS_DISAGREE, "protocols disagree"]];
     for (var k = 0; k < names.length; k++) if (f & names[k][0]) box.appendChild(el("span", "badge", names[k][1]));
     if (!(f & ERROR) && !(f & HAS_ANSWER)) box.appendChild(el("span", "badge", "no <answer>"));
+  }
+  function reasonBadges(box, f) {
+    var names = [[WRONG_REASONS, "right for the wrong reasons"], [THINK_DISAGREE, "reasoning and answer disagree"],
+                 [TRUNCATED, "truncated"]];
+    for (var k = 0; k < names.length; k++) if (f & names[k][0]) box.appendChild(el("span", "badge reason", names[k][1]));
   }
   function face(i) {
     var t = I.thumb[i];
@@ -180,8 +209,9 @@
     var mine = el("div", "run");
     if (C) mine.appendChild(el("h3", null, D.runs[0]));
     for (var p = 0; p < 2; p++) predLine(mine, D.protocols[p], preds[p][i], truth[i], false);
-    var b = el("div", "badges"); badges(b, flags[i]); mine.appendChild(b);
-    mine.appendChild(responseBlock(I.resp[i], flags[i]));
+    var b = el("div", "badges"); badges(b, flags[i]); reasonBadges(b, rflags[state.protocol][i]); mine.appendChild(b);
+    mine.appendChild(responseBlock(I.resp[i], flags[i], I.cues ? I.cues[i] : null));
+    if (I.judge && I.judge[i]) mine.appendChild(el("p", "judge", I.judge[i]));
     runs.appendChild(mine);
     if (C) {
       var theirs = el("div", "run");
@@ -365,10 +395,13 @@
     $("f-correct").value = state.correct; $("f-errors").value = state.errors;
     $("f-disagree").checked = state.disagree; $("f-noanswer").checked = state.noanswer;
     $("f-hedged").checked = state.hedged; $("f-runs").checked = state.runs; $("f-search").value = state.search;
+    $("f-wrongreasons").checked = state.wrongreasons; $("f-thinkdisagree").checked = state.thinkdisagree;
+    $("f-truncated").checked = state.truncated;
   }
   function resetFilters(keepView) {
     state.truth = -1; state.pred = -1; state.correct = "any"; state.errors = "any"; state.disagree = false;
     state.noanswer = false; state.hedged = false; state.runs = false; state.search = ""; state.page = 0;
+    state.wrongreasons = state.thinkdisagree = state.truncated = false;
     state.cell = null;
     if (keepView) { syncControls(); applyFilters(); }
   }
@@ -402,6 +435,8 @@
       }
       $("f-runs-box").hidden = false;
     }
+    if (R.table) table($("reasoning-table"), R.table);
+    if (R.judge) { table($("judge-table"), R.judge); $("judge-box").hidden = false; }
     option($("f-set"), -1, "all sets (pooled labels)");
     D.sets.forEach(function (s, k) { option($("f-set"), k, s.name); });
     D.protocols.forEach(function (p, k) { option($("f-protocol"), k, p); });
@@ -415,6 +450,9 @@
     onChange("f-noanswer", function (e) { state.noanswer = e.checked; });
     onChange("f-hedged", function (e) { state.hedged = e.checked; });
     onChange("f-runs", function (e) { state.runs = e.checked; });
+    onChange("f-wrongreasons", function (e) { state.wrongreasons = e.checked; });
+    onChange("f-thinkdisagree", function (e) { state.thinkdisagree = e.checked; });
+    onChange("f-truncated", function (e) { state.truncated = e.checked; });
     onChange("f-search", function (e) { state.search = e.value; });
     $("filters").addEventListener("submit", function (ev) { ev.preventDefault(); });
     $("f-reset").addEventListener("click", function () { resetFilters(true); });

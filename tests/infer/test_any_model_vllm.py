@@ -51,7 +51,7 @@ def test_vllm_answers_a_tiny_qwen3_vl_like_hf_and_an_over_long_prompt_is_an_erro
     answered = [n for n in range(len(images)) if n != 3]
     assert all("error" not in vllm[n] and vllm[n]["model_response"] for n in answered)
     # Same answers through LLM.chat as through the processor's template in transformers (float32); allow one
-    # near-tie flip for other CPUs' kernels, as tests/test_infer_vllm.py does.
+    # near-tie flip for other CPUs' kernels, as tests/infer/test_infer_vllm.py does.
     same = sum(vllm[n]["model_response"] == hf[n]["model_response"] for n in answered)
     assert same >= len(answered) - 1, [(hf[n]["model_response"], vllm[n]["model_response"]) for n in answered]
     assert len({vllm[n]["model_response"] for n in answered}) >= len(answered) - 1, "answers depend on the image"
@@ -63,7 +63,7 @@ def test_vllm_answers_a_tiny_qwen3_vl_like_hf_and_an_over_long_prompt_is_an_erro
                          "names the SigLIP tower's weights vision_tower.embeddings..., vLLM expects "
                          "vision_tower.vision_model.embeddings... ('There is no module or parameter named "
                          "vision_tower.embeddings in LlavaOnevisionForConditionalGeneration'); the hf engine answers "
-                         "it (tests/test_any_model.py); llava-hf checkpoints on the hub, saved with the vision_model names, "
+                         "it (tests/infer/test_any_model.py); llava-hf checkpoints on the hub, saved with the vision_model names, "
                          "are not checked here")
 def test_vllm_answers_a_tiny_llava_onevision():
     raise AssertionError("skipped: see the reason")

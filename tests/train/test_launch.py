@@ -18,7 +18,7 @@ from unifer.errors import UniferError
 from unifer.train import launch, preflight, vllm_server
 from unifer.train.processes import StopSignals, Stopped, stop_group
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def fake_nvidia_smi(d: Path, n: int) -> dict:

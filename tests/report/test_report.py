@@ -26,7 +26,7 @@ from unifer.report.items import is_hedged
 from unifer.scoring.aggregate import extract_label, load_results, score_set, score_total
 from unifer.scoring.extract import ANSWER_PATTERN
 
-SHARED_FERBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "ferbench"
+SHARED_FERBENCH = Path(__file__).resolve().parents[2].parent / "shared" / "ferbench"
 LOAD_LIMIT_S, FILTER_LIMIT_MS = 2.0, 200.0
 
 
@@ -451,7 +451,7 @@ def test_the_page_files_are_package_data():
 
     from unifer.report.build import ASSETS, asset_files
 
-    globs = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+    globs = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())[
         "tool"]["setuptools"]["package-data"]["unifer.report"]
     shipped = [f.name for f in asset_files().iterdir()]
     assert set(ASSETS) <= set(shipped)

@@ -12,7 +12,7 @@ import yaml
 from unifer.errors import UniferError
 from unifer.train.recipes import GRPO_RECIPE, SFT_RECIPE, read_recipe, trainer_settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MAPPINGS = {"sft": (REPO / "train_unifer" / "SFT_MAPPING.md", SFT_RECIPE),
             "grpo": (REPO / "train_unifer" / "GRPO_MAPPING.md", GRPO_RECIPE)}
 

@@ -1,6 +1,6 @@
 """The "paper" column of train_unifer/SFT_MAPPING.md and GRPO_MAPPING.md, and the recipes' launch sections, against
-the paper's settings written once as data from its scripts (tests/paper_settings.yaml) — not against the recipes,
-which tests/test_recipes.py checks the other columns with."""
+the paper's settings written once as data from its scripts (tests/train/paper_settings.yaml) — not against the recipes,
+which tests/train/test_recipes.py checks the other columns with."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +38,7 @@ def test_the_mapping_paper_column_is_the_papers_scripts(stage):
     assert not wrong, f"{doc.name}: paper cells that are not the paper's scripts: {wrong}"
     # every paper cell that names a value names one of the paper's (no invented settings)
     invented = [k for k, (cell, _, _) in table.items() if cell.strip() != "—" and k not in paper]
-    assert not invented, f"{doc.name}: paper cells with no source in tests/paper_settings.yaml: {invented}"
+    assert not invented, f"{doc.name}: paper cells with no source in tests/train/paper_settings.yaml: {invented}"
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])

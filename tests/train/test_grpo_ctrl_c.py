@@ -1,6 +1,6 @@
 """Ctrl-C on run_grpo_vllm.sh while torchrun's worker trains (VLLM_MODE=none: transformers generation on CPU, the
 tiny model): torchrun, its worker and the log tee stop, nothing of the session is left. The vLLM server's part
-of the same Ctrl-C is tests/test_grpo.py::test_ctrl_c_stops_the_server_and_leaves_no_process (a stand-in server)."""
+of the same Ctrl-C is tests/train/test_grpo.py::test_ctrl_c_stops_the_server_and_leaves_no_process (a stand-in server)."""
 from __future__ import annotations
 
 import os

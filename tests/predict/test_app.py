@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 
 pytest.importorskip("gradio", reason="gradio is not installed (pip install -e .[predict])")

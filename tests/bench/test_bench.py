@@ -16,7 +16,7 @@ import pytest
 from unifer.bench.cpu import add_ratios, inference_markdown
 from unifer.bench.measure import run_worker
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _script(tmp_path: Path, body: str) -> Path:

@@ -1,7 +1,7 @@
 """The openai engine through the real runner, against a pure-Python chat-completions upstream (fast) behind the
 fault-injecting proxy of tests/fault_proxy.py: every item answered or an error item, nothing lost, the rerun
 completes with the clean run's answers, budgets stop cleanly, usage is summed, and the key is written nowhere.
-The same checks against a real vLLM server are in tests/test_openai_engine_vllm.py."""
+The same checks against a real vLLM server are in tests/infer/test_openai_engine_vllm.py."""
 from __future__ import annotations
 
 import json
@@ -19,25 +19,11 @@ from unifer.infer.runner import main as infer_main
 
 pytest.importorskip("openai")
 from fault_proxy import FakeUpstream, FaultProxy  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers import FAKE_KEY, KEY_PIECES, assert_key_nowhere  # noqa: E402,F401
 
-FAKE_KEY = "-".join(("sk", "test", "Zq8vJ3kLmN0pQrStUvWxYz1234567890abcdEFGH"))  # a fake key, joined at run time
 # Every fault kind early on, interleaved with clean requests; "hang" outlasts the request timeout.
 FAULT_PLAN = {0: "429", 1: "500", 2: "503", 3: "drop", 4: "truncate", 6: "hang", 7: "sticky500",
               9: "echo-key-400", 11: "429", 12: "drop", 14: "truncate", 15: "503"}
-_MID = len(FAKE_KEY) // 2
-# the whole key and its head, middle and tail: a leak of any of them fails (the proxy echoes the key whole and
-# as sk-...tail, as vendors do)
-KEY_PIECES = {"whole key": FAKE_KEY, "head": FAKE_KEY[:14], "middle": FAKE_KEY[_MID - 6:_MID + 6],
-              "tail": FAKE_KEY[-12:]}
-
-
-def assert_key_nowhere(folder: Path, printed: str, when: str) -> None:
-    """No piece of the key in any file under ``folder`` nor in ``printed`` (stdout, stderr and the log)."""
-    for name, piece in KEY_PIECES.items():
-        leaks = [str(p) for p in folder.rglob("*") if p.is_file() and piece.encode() in p.read_bytes()]
-        assert not leaks, f"{when}: the key's {name} is written in {leaks}"
-        assert piece not in printed, f"{when}: the key's {name} is printed or logged"
-
 
 def write_qa(paths, out: Path) -> Path:
     qa = []

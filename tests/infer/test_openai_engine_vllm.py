@@ -1,8 +1,8 @@
-"""The openai engine against a REAL vLLM OpenAI-compatible server on loopback serving the tiny model (one server
-start per module, ~100 s on a laptop CPU, always stopped): its answers equal the offline hf engine's on real
-photos in float32 with the checkpoint's repetition penalty; then, behind the fault-injecting proxy, every item is
-answered or an error item, the reruns complete with the clean answers, budgets stop cleanly and the key is
-written nowhere (the scenario of tests/test_openai_engine.py, here with a real server upstream)."""
+"""The openai engine against a REAL vLLM OpenAI-compatible server on loopback serving the tiny model (the session's
+one server, tests/conftest.py): its answers equal the offline hf engine's on real photos in float32 with
+Qwen2.5-VL-Instruct's repetition penalty (in the checkpoint's generation config offline, in each request served);
+then, behind the fault-injecting proxy, every item is answered or an error item, the reruns complete with the clean
+answers, budgets stop cleanly and the key is written nowhere (the scenario of tests/infer/test_openai_engine.py, here with a real server upstream)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ pytest.importorskip("vllm")
 pytest.importorskip("openai")
 from test_openai_engine import FAKE_KEY, KEY_PIECES, check_faults_and_budgets, run_infer, write_qa  # noqa: E402
 
-TOKENS = 48  # as tests/test_infer_vllm.py: long enough for the repetition penalty to change greedy choices
+TOKENS = 48  # as tests/infer/test_infer_vllm.py: long enough for the repetition penalty to change greedy choices
 PENALTY = '{"repetition_penalty": 1.05}'
 
 
@@ -30,12 +30,10 @@ def penalty_model(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(penalty_model, tmp_path_factory):
-    from unifer.bench.local_server import vllm_openai_server
-
-    log = tmp_path_factory.mktemp("server") / "vllm-server.log"
-    with vllm_openai_server(penalty_model, log_path=log, served_name="tiny") as base_url:
-        yield base_url, log
+def server(tiny_vllm_server):
+    """The session's one tiny-model server (tests/conftest.py); every request here sends the penalty itself."""
+    base_url, _name, log = tiny_vllm_server
+    return base_url, log
 
 
 @pytest.mark.slow
@@ -57,7 +55,7 @@ def test_served_answers_equal_the_offline_engine(server, penalty_model, photos, 
     assert api[3] == hf[3] and api[3]["error"] is True  # the unreadable image: the same error item
     answered = [i for i in range(len(paths)) if i != 3]
     assert all("error" not in api[i] and api[i]["usage"]["completion_tokens"] > 0 for i in answered)
-    # As vllm = hf offline (tests/test_infer_vllm.py): one near-tie flip allowed for other CPUs' kernels; a
+    # As vllm = hf offline (tests/infer/test_infer_vllm.py): one near-tie flip allowed for other CPUs' kernels; a
     # systematic difference (image bytes, template, penalty, decoding) breaks most items.
     same = sum(api[i]["model_response"] == hf[i]["model_response"] for i in answered)
     assert same >= len(answered) - 1, [(hf[i]["model_response"], api[i]["model_response"]) for i in answered]

@@ -94,7 +94,7 @@ def test_set_scorer_writes_the_figure_beside_the_metrics_and_into_figs_dir(tmp_p
     bare = tmp_path / "out3" / "m.json"
     assert set_main("rafdb", ["--results", str(results), "--output", str(bare), "--no-figs",
                               "--figs-dir", str(figs)]) == 0
-    assert [p.name for p in bare.parent.iterdir()] == ["m.json"]
+    assert sorted(p.name for p in bare.parent.iterdir()) == ["m.json", "rafdb_r_items_paper.jsonl"]  # no figure
 
 
 def test_total_scorer_writes_bars_and_pooled_confusion(tmp_path, capsys):
