@@ -145,3 +145,16 @@ def test_argparse_lives_only_in_command_modules(name):
         f"{name} uses argparse but is no command (add it to unifer/cli.py COMMANDS) and adds no arguments")
     if name in commands:
         assert {"add_arguments", "run"} <= functions, f"{name} must offer add_arguments(parser) and run(args)"
+
+
+def test_ruff_lint_and_import_order_pass():
+    """`ruff check .` (pyproject.toml [tool.ruff]; the version .ci/env pins) finds nothing."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (make test installs it)")
+    result = subprocess.run([ruff, "check", "--no-cache", "."], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

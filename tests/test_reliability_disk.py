@@ -58,8 +58,8 @@ def _error_line(stderr: str) -> str:
 def test_disk_full_during_inference_keeps_every_finished_item_and_resumes_to_the_same_bytes(
         small_disk, tmp_path, monkeypatch):
     """The fake engine answers (deterministic, milliseconds): what is checked is the disk handling around it."""
-    from unifer.infer.runner import main as infer_main
     from unifer.infer.progress import progress_path, read_progress
+    from unifer.infer.runner import main as infer_main
 
     records = make_records("qa", n=12)
     for i in range(len(records)):

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from helpers import RAF, cot_record, dump, in_process, qa_record, rlvr_record, tiny_image
 
-from unifer.data import records as data
 from unifer.cli import main as unifer_main
+from unifer.data import records as data
 from unifer.data.images import load_image
 from unifer.data.records import PAPER_IMAGE_ROOT, SCHEMAS, image_file, load_records, prompt_candidates, solution_label
-from unifer.errors import DataError
 from unifer.data.sets import REPO_ROOT, SETS, get_set
+from unifer.errors import DataError
 
 FERPLUS = get_set("ferplus")
 

@@ -11,9 +11,9 @@ from helpers import in_process
 from helpers import tiny_image as plain_image
 
 from unifer.data import sets as registry
-from unifer.data.records import load_records
 from unifer.data.ferbench import main
 from unifer.data.raw import AFFECTNET_EXPRESSIONS, RAFDB_IDS
+from unifer.data.records import load_records
 from unifer.data.sets import SET_KEYS, get_set
 
 AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,"

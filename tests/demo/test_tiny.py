@@ -1,7 +1,6 @@
 """The tiny offline Qwen2.5-VL: real tokenizer ids, the Qwen2.5-VL chat template, loads and generates."""
 import json
 
-import pytest
 from helpers import checkpoint_digest
 
 from unifer.demo.tiny import SPECIAL_IDS, build_tiny_model

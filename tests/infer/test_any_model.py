@@ -70,6 +70,7 @@ def test_a_new_family_answers_through_hf_alike_at_any_batch_size(family, family_
 
 def test_tiny_family_builders_are_deterministic_and_load_as_their_family(family_models, tmp_path):
     from helpers import checkpoint_digest
+
     from unifer.demo.tiny_families import build_tiny_llava_onevision
 
     again = build_tiny_llava_onevision(tmp_path / "again", seed=0)

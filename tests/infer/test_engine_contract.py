@@ -13,8 +13,16 @@ from unifer.cli import main as unifer_main
 from unifer.data.images import load_image
 from unifer.data.sets import get_set
 from unifer.errors import UniferError
-from unifer.infer.engines import (ENGINES, Answer, Decoding, Engine, engine_class, generation_settings, make_engine,
-                                  option_fields)
+from unifer.infer.engines import (
+    ENGINES,
+    Answer,
+    Decoding,
+    Engine,
+    engine_class,
+    generation_settings,
+    make_engine,
+    option_fields,
+)
 from unifer.infer.engines.base import option_default
 from unifer.infer.runner import build_parser
 from unifer.infer.runner import main as infer_main

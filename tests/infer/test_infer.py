@@ -14,10 +14,10 @@ import pytest
 from helpers import PY, dump, qa_record
 from PIL import Image
 
-from unifer.errors import UniferError
-from unifer.infer.runner import main as infer_main
-from unifer.infer.progress import ProgressFile, progress_path, read_progress
 from unifer.data.sets import REPO_ROOT, SET_KEYS, get_set
+from unifer.errors import UniferError
+from unifer.infer.progress import ProgressFile, progress_path, read_progress
+from unifer.infer.runner import main as infer_main
 
 TOKENS = 16  # enough for the random model's greedy paths to diverge when anything differs
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from helpers import qa_record
 
-from unifer.infer.runner import main as infer_main
 from unifer.data.sets import get_set
+from unifer.infer.runner import main as infer_main
 
 pytest.importorskip("vllm")
 

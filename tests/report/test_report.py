@@ -446,8 +446,9 @@ def test_hedged_means_two_answer_tags_or_two_labels_in_the_answer():
 
 
 def test_the_page_files_are_package_data():
-    import tomllib
     from fnmatch import fnmatch
+
+    import tomllib
 
     from unifer.report.build import ASSETS, asset_files
 

@@ -6,14 +6,13 @@ import math
 import random
 
 import pytest
-
 from helpers import answer, dump, in_process, results_record
+
 from unifer.cli import main
 from unifer.data.sets import SETS
 from unifer.scoring.compare_cli import compare_runs, results_path
 from unifer.scoring.intervals import CIOptions
-from unifer.scoring.paired import (Pairs, compare_pairs, mcnemar_p, paired_diff_ci,
-                                   smallest_detectable_difference)
+from unifer.scoring.paired import Pairs, compare_pairs, mcnemar_p, paired_diff_ci, smallest_detectable_difference
 
 KEYS = ("n", "a_correct", "b_correct", "a_only", "b_only", "accuracy_diff", "accuracy_diff_ci95", "mcnemar_p",
         "uar_diff", "uar_diff_ci95", "f1_diff", "f1_diff_ci95")

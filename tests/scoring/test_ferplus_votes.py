@@ -7,8 +7,8 @@ import random
 from pathlib import Path
 
 import pytest
-
 from helpers import SHARED, answer, dump, in_process, results_record
+
 from unifer.cli import main
 from unifer.data.sets import SETS
 from unifer.scoring.aggregate import score_set

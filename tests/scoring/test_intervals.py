@@ -7,8 +7,8 @@ import random
 
 import numpy as np
 import pytest
-
 from helpers import answer, dump, results_record
+
 from unifer.data.sets import SETS
 from unifer.scoring.aggregate import markdown_table, score_set, score_total
 from unifer.scoring.cli import set_main, total_main

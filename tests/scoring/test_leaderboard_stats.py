@@ -5,8 +5,8 @@ import json
 import random
 
 import pytest
-
 from helpers import answer, dump, in_process, results_record
+
 from unifer.cli import main
 from unifer.data.sets import SETS
 from unifer.scoring.leaderboard_stats import holm

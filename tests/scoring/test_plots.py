@@ -11,9 +11,9 @@ import pytest
 from helpers import answer, dump, results_record
 from PIL import Image
 
-from unifer.scoring.plots import accuracy_bars, confusion_figure
 from unifer.data.sets import SETS
 from unifer.scoring.cli import set_main, total_main
+from unifer.scoring.plots import accuracy_bars, confusion_figure
 
 LABELS = ["anger", "fear", "happy"]
 MATRIX = [[5, 1, 0], [2, 3, 1], [0, 0, 9]]
@@ -27,7 +27,7 @@ def _png(path: Path) -> np.ndarray:
 
 def _blue_cells(pixels: np.ndarray) -> int:
     """Pixels of the 'Blues' colour map's dark end: the heat-map cells with the largest values."""
-    r, g, b = pixels[..., 0].astype(int), pixels[..., 1].astype(int), pixels[..., 2].astype(int)
+    r, b = pixels[..., 0].astype(int), pixels[..., 2].astype(int)
     return int(((b > 80) & (b - r > 60) & (r < 60)).sum())
 
 
@@ -51,7 +51,10 @@ def test_accuracy_bars_draw_one_bar_per_row_and_protocol(tmp_path):
             for p in ("paper", "strict")]
     one = _png(accuracy_bars([r for r in rows if r["protocol"] == "paper"], tmp_path / "one.png", "t"))
     two = _png(accuracy_bars(rows, tmp_path / "two.png", "t", divider_before=2))
-    orange = lambda px: int(((px[..., 0] > 200) & (px[..., 1] > 120) & (px[..., 1] < 180) & (px[..., 2] < 90)).sum())
+
+    def orange(px):
+        return int(((px[..., 0] > 200) & (px[..., 1] > 120) & (px[..., 1] < 180) & (px[..., 2] < 90)).sum())
+
     assert orange(one) == 0 and orange(two) > 1000  # the strict protocol's bars appear only when given
 
 

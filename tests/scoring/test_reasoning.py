@@ -9,8 +9,15 @@ import pytest
 from unifer.data.sets import SETS
 from unifer.errors import UniferError
 from unifer.scoring.aggregate import extract_label
-from unifer.scoring.reasoning import (analyze, analyze_records, cue_spans, find_cues, load_lexicon,
-                                      phrase_variants, think_label)
+from unifer.scoring.reasoning import (
+    analyze,
+    analyze_records,
+    cue_spans,
+    find_cues,
+    load_lexicon,
+    phrase_variants,
+    think_label,
+)
 from unifer.scoring.reasoning_report import aggregate, items_path, wilson
 
 

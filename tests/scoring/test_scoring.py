@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from helpers import PY, REPO, dump, results_record, run
 
-from unifer.errors import DataError
-from unifer.scoring.metrics import accuracy, confusion_matrix, macro_prf, per_class
 from unifer.data.sets import SETS, TOTAL_LABEL_MAP
+from unifer.errors import DataError
 from unifer.scoring.aggregate import (
     PROTOCOLS,
     csv_table,
@@ -27,6 +26,7 @@ from unifer.scoring.aggregate import (
     score_total,
 )
 from unifer.scoring.cli import set_main, total_main
+from unifer.scoring.metrics import accuracy, confusion_matrix, macro_prf, per_class
 
 RAF, FERP, AFF, SFEW = SETS["rafdb"], SETS["ferplus"], SETS["affectnet"], SETS["sfew_2.0"]
 

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import pytest
 from helpers import GRPO_SCRIPT, dump, one_photo_per_label, rlvr_record, run, session_members
 
-from unifer.errors import DataError
 from unifer.data.images import join_image_path, load_image
+from unifer.errors import DataError
 
 SCRIPT = GRPO_SCRIPT
 IMAGE_PAD = 151655

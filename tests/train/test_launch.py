@@ -16,7 +16,7 @@ import pytest
 
 from unifer.errors import UniferError
 from unifer.train import launch, preflight, vllm_server
-from unifer.train.processes import StopSignals, Stopped, stop_group
+from unifer.train.processes import Stopped, StopSignals, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 

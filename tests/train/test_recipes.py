@@ -18,7 +18,7 @@ MAPPINGS = {"sft": (REPO / "train_unifer" / "SFT_MAPPING.md", SFT_RECIPE),
 
 
 def parsers(stage):
-    from trl import GRPOConfig, ModelConfig, SFTConfig
+    from trl import ModelConfig, SFTConfig
 
     if stage == "sft":
         from unifer.train.sft import SFTScriptArguments

@@ -12,8 +12,21 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import (GRPO_SCRIPT, PY, RAF, REPO, SFT_SCRIPT, clean_env, dump, halves, make_records, one_clear_line,
-                     run, save_png, session_members)
+from helpers import (
+    GRPO_SCRIPT,
+    PY,
+    RAF,
+    REPO,
+    SFT_SCRIPT,
+    clean_env,
+    dump,
+    halves,
+    make_records,
+    one_clear_line,
+    run,
+    save_png,
+    session_members,
+)
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from unifer.bench.measure import describe_machine, fmt, machine_info, markdown_table, run_worker, write_outputs
-from unifer.errors import UniferError
 from unifer.data.sets import REPO_ROOT
+from unifer.errors import UniferError
 
 DEFAULT_MODEL = REPO_ROOT / "model" / "tiny-qwen2.5-vl"
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"

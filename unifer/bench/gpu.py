@@ -30,7 +30,9 @@ from pathlib import Path
 from unifer.bench.cpu import inference_markdown, positive_int_list, run_inference
 from unifer.bench.measure import describe_machine, machine_info, markdown_table, write_outputs
 from unifer.data.sets import REPO_ROOT, SETS
-from unifer.demo.tiny import QWEN2_5_VL_CHAT_TEMPLATE, SPECIAL_IDS, TEXT as TINY_TEXT, VISION as TINY_VISION
+from unifer.demo.tiny import QWEN2_5_VL_CHAT_TEMPLATE, SPECIAL_IDS
+from unifer.demo.tiny import TEXT as TINY_TEXT
+from unifer.demo.tiny import VISION as TINY_VISION
 
 # Qwen2.5-VL-7B-Instruct's config.json, architecture fields only.
 TEXT_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
@@ -102,8 +104,14 @@ def write_tokenizer(out: Path, tokenizer_dir: str | None) -> str:
 def build_checkpoint(out: Path, shape: str, tokenizer_dir: str | None = None, seed: int = 0) -> dict:
     """Write a random-weight Qwen2.5-VL checkpoint of ``shape`` (bf16 safetensors) into ``out``."""
     import torch
-    from transformers import (AutoTokenizer, GenerationConfig, Qwen2_5_VLConfig,
-                              Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLImageProcessor)
+    from transformers import (
+        AutoTokenizer,
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+    )
 
     text, vision, tied = SHAPES[shape]
     out.mkdir(parents=True, exist_ok=True)

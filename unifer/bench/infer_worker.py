@@ -69,8 +69,7 @@ def _run_bare_hf(args, records):
 def _run_bare_vllm(args, records):
     """One ``LLM.generate`` over every request, the engine configured exactly as our vllm engine configures it."""
     from unifer.data.images import join_image_path, load_image
-    from unifer.infer.engines import chat_prompt, generation_settings
-    from unifer.infer.engines import make_engine
+    from unifer.infer.engines import chat_prompt, generation_settings, make_engine
 
     settings = generation_settings(args.model, args.max_new_tokens)
     # only its LLM and sampling parameters are used

@@ -15,12 +15,20 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unifer.data.records import (KIND_NAMES, SCHEMAS, Problem, image_file, response_answer, share_repeated_values, solution_label,
-                   validate_records)
-from unifer.errors import DataError, UniferError
 from unifer.data.images import verify_image
 from unifer.data.jsonio import read_records
+from unifer.data.records import (
+    KIND_NAMES,
+    SCHEMAS,
+    Problem,
+    image_file,
+    response_answer,
+    share_repeated_values,
+    solution_label,
+    validate_records,
+)
 from unifer.data.sets import resolve_path, set_for_labels
+from unifer.errors import DataError, UniferError
 
 DEFAULT_MAX_LISTED = 20
 _CHUNK = 64  # images per pool task: few enough futures for 360K images, small enough for a smooth bar

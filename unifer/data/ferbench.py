@@ -18,12 +18,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from unifer.data.records import solution_label, validate_records
 from unifer.data.check import add_check_arguments, run_check
-from unifer.errors import DataError, UniferError
 from unifer.data.jsonio import write_json_atomic, write_text_atomic
 from unifer.data.raw import BENCHMARK_SPLITS, DATASET_FOLDERS, LAYOUTS, Scan, scan_dataset, to_set_label
+from unifer.data.records import solution_label, validate_records
 from unifer.data.sets import SET_KEYS, FERSet, get_set, resolve_path
+from unifer.errors import DataError, UniferError
 
 
 def qa_record(fer_set: FERSet, image_path: str, label: str) -> dict:

@@ -25,8 +25,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unifer.errors import DataError, UniferError
 from unifer.data.sets import FERSet, get_set
+from unifer.errors import DataError, UniferError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from unifer.errors import DataError
 from unifer.data.jsonio import read_records
+from unifer.errors import DataError
 
 QA_SCHEMA = {"image_path": str, "true_label": str, "prompt": str, "candidate_labels": list}
 COT_SCHEMA = {"image_path": str, "question": str, "response": str}

@@ -106,8 +106,7 @@ def _save(model, processor, out: Path, generation: dict, chat_template: str) -> 
 
 def build_tiny_qwen3_vl(out: str | Path, seed: int = 0) -> Path:
     import torch
-    from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
-                              Qwen3VLProcessor)
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,8 +140,12 @@ def build_tiny_qwen3_vl(out: str | Path, seed: int = 0) -> Path:
 
 def build_tiny_llava_onevision(out: str | Path, seed: int = 0) -> Path:
     import torch
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

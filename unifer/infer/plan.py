@@ -18,13 +18,18 @@ from pathlib import Path
 from unifer import __version__
 from unifer.data.images import IMAGE_SIZE
 from unifer.data.records import load_records
-from unifer.data.sets import DEFAULT_MAX_NEW_TOKENS, DEFAULT_RUN_NAME, REPO_ROOT, FERSet, get_set, resolve_path
+from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, FERSet, get_set, resolve_path
 from unifer.errors import UniferError
-from unifer.infer.engines import (ENGINES, GenerationSettings, default_batch_size, engine_options,
-                                  generation_settings, is_local, option_fields)
+from unifer.infer.engines import (
+    ENGINES,
+    GenerationSettings,
+    default_batch_size,
+    engine_options,
+    generation_settings,
+    is_local,
+    option_fields,
+)
 from unifer.infer.engines.base import Decoding
-from unifer.models.checkpoints import check_model_dir
-from unifer.models.device import cuda_available
 from unifer.infer.presets import default_run_name, find_preset, run_name
 from unifer.infer.progress import parse_shard
 from unifer.models.checkpoints import check_model_dir

@@ -17,8 +17,7 @@ from unifer.data.images import IMAGE_SIZE, ImageLoadError
 from unifer.errors import UniferError
 from unifer.infer.engines import ENGINES, add_decoding_arguments, add_option_arguments
 from unifer.infer.plan import plan_engine
-from unifer.predict.core import (DEFAULT_MARGIN, Predictor, annotate, load_photo, photo_paths, reasoning,
-                                 resolve_labels)
+from unifer.predict.core import DEFAULT_MARGIN, Predictor, annotate, load_photo, photo_paths, reasoning, resolve_labels
 
 
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from unifer.errors import UniferError
 from unifer.data.sets import SET_KEYS, SETS
+from unifer.errors import UniferError
 from unifer.report.items import describe, label_space, pooled
 from unifer.report.reasoning_view import budgets, item_columns, judge_table, judge_texts, rates_table, unit_names
 from unifer.report.thumbs import DEFAULT_SIZE, write_thumbnails

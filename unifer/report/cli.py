@@ -10,8 +10,8 @@ import argparse
 import os
 from pathlib import Path
 
-from unifer.errors import UniferError
 from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS
+from unifer.errors import UniferError
 from unifer.report.build import write_report
 from unifer.report.thumbs import DEFAULT_SIZE
 from unifer.scoring.aggregate import relative, resolve_default

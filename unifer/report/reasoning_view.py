@@ -17,8 +17,15 @@ from __future__ import annotations
 from unifer.data.sets import SETS
 from unifer.scoring.aggregate import is_error
 from unifer.scoring.reasoning import against_answer, load_lexicon, read_reasoning
-from unifer.scoring.reasoning_report import (JUDGE_SCORES, RATE_TITLES, aggregate, judge_path, judge_summary,
-                                             read_judge_lines, run_budget)
+from unifer.scoring.reasoning_report import (
+    JUDGE_SCORES,
+    RATE_TITLES,
+    aggregate,
+    judge_path,
+    judge_summary,
+    read_judge_lines,
+    run_budget,
+)
 
 WRONG_REASONS, DISAGREE, TRUNCATED = 1, 2, 4
 SHOWN_RATES = ("think", "answer", "truncated", "agreement", "cues", "supports", "contradicts",

@@ -5,12 +5,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unifer.errors import DataError, UniferError
 from unifer.data.jsonio import read_records
+from unifer.data.sets import REPO_ROOT, SETS, TOTAL_LABEL_MAP, FERSet, get_set, resolve_path
+from unifer.errors import DataError, UniferError
 from unifer.scoring.extract import PROTOCOLS, UNKNOWN, LabelExtractor, extract_label, extractor_for  # noqa: F401
 from unifer.scoring.intervals import CIOptions, add_set_intervals, fmt_ci, recall_intervals, stratified
 from unifer.scoring.metrics import accuracy, confusion_matrix, macro_prf, per_class, rank_by_f1, uar
-from unifer.data.sets import REPO_ROOT, SETS, TOTAL_LABEL_MAP, FERSet, get_set, resolve_path
 
 # ---------------------------------------------------------------------------------------------------- results files
 

@@ -13,7 +13,6 @@ import argparse
 from unifer.data.sets import DEFAULT_RUN_NAME, SET_KEYS, SETS, get_set
 from unifer.errors import UniferError, run_cli
 from unifer.scoring.aggregate import PROTOCOLS, format_report, relative, resolve_default
-from unifer.scoring.intervals import ACCURACY_METHODS, BOOTSTRAP_METHODS, CIOptions
 from unifer.scoring.files import (
     DEFAULT_TOTAL_DIR,
     protocol_suffix,
@@ -21,6 +20,7 @@ from unifer.scoring.files import (
     score_total_files,
     total_results_path,
 )
+from unifer.scoring.intervals import ACCURACY_METHODS, BOOTSTRAP_METHODS, CIOptions
 
 TOTAL_FLAGS = {"rafdb": "rafdb", "ferplus": "ferplus", "affectnet": "affectnet", "sfew_2.0": "sfew"}
 

@@ -13,8 +13,8 @@ from unifer.data.jsonio import WriteError, write_json_atomic, write_text_atomic
 from unifer.data.sets import DEFAULT_RUN_NAME, REPO_ROOT, SET_KEYS, SETS, get_set
 from unifer.errors import UniferError
 from unifer.scoring.aggregate import csv_table, load_results, markdown_table, score_set, score_total
-from unifer.scoring.reasoning_report import score_set_reasoning, score_total_reasoning
 from unifer.scoring.intervals import CIOptions
+from unifer.scoring.reasoning_report import score_set_reasoning, score_total_reasoning
 
 #: Metrics files carry 95% intervals unless a caller passes ``ci=None`` (``--no-ci``).
 DEFAULT_CI = CIOptions()

@@ -19,10 +19,9 @@ averaged) are computed from the same draws.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
-
-import zlib
 
 import numpy as np
 

@@ -24,8 +24,15 @@ import numpy as np
 from unifer.data.sets import TOTAL_LABEL_MAP, get_set
 from unifer.errors import UniferError
 from unifer.scoring.extract import extractor_for
-from unifer.scoring.intervals import CIOptions, Cells, bootstrap_intervals, metrics_of, pooling_matrix, proportion_ci
-from unifer.scoring.intervals import sums
+from unifer.scoring.intervals import (
+    Cells,
+    CIOptions,
+    bootstrap_intervals,
+    metrics_of,
+    pooling_matrix,
+    proportion_ci,
+    sums,
+)
 
 
 @dataclass

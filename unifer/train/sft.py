@@ -39,7 +39,6 @@ from unifer.data.sets import REPO_ROOT
 from unifer.errors import UniferError, run_cli
 from unifer.models.chat import user_turn
 from unifer.models.processors import load_processor
-from unifer.train.recipes import SFT_RECIPE
 from unifer.train.common import (
     CheckpointWeightsMixin,
     is_main_process,
@@ -51,6 +50,7 @@ from unifer.train.common import (
     setup_logging,
 )
 from unifer.train.preflight import training_records, with_lazy_images
+from unifer.train.recipes import SFT_RECIPE
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,17 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from unifer.errors import UniferError
-from unifer.infer.engines.base import (GREEDY, Answer, Decoding, Engine, EngineDeadError, StreamingEngine,
-                                       build_options, option_default, user_turn)
+from unifer.infer.engines.base import (
+    GREEDY,
+    Answer,
+    Decoding,
+    Engine,
+    EngineDeadError,
+    StreamingEngine,
+    build_options,
+    option_default,
+    user_turn,
+)
 from unifer.models.device import cuda_available
 
 __all__ = ["GREEDY", "Answer", "Decoding", "Engine", "EngineDeadError", "StreamingEngine", "user_turn"]

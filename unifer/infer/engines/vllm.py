@@ -17,8 +17,16 @@ from dataclasses import dataclass
 
 from unifer.data.images import IMAGE_SIZE
 from unifer.errors import UniferError
-from unifer.infer.engines import (CPU_KV_CACHE_GIB, HF_ONLY_FIELDS, Answer, GenerationSettings, chat_prompt,
-                                  describe_error, is_engine_failure, read_generation_config)
+from unifer.infer.engines import (
+    CPU_KV_CACHE_GIB,
+    HF_ONLY_FIELDS,
+    Answer,
+    GenerationSettings,
+    chat_prompt,
+    describe_error,
+    is_engine_failure,
+    read_generation_config,
+)
 from unifer.infer.engines.base import Decoding, check_decoding, one_each, option, seeds_for, user_turn
 from unifer.infer.engines.hf import DTYPES
 from unifer.models.device import cuda_available, pick_dtype
