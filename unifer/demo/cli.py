@@ -33,8 +33,6 @@ ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE)
 GRPO_LEARNING_RATE = 1e-3
 GRPO_STEPS = 12
 SFT_STEPS = 24
-#: Steps averaged at each end of the GRPO run for the printed reward (first steps → last steps).
-SIGNAL_STEPS = 4
 
 
 class Demo:
@@ -236,16 +234,17 @@ def format_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def grpo_signal(trainer_state: Path, k: int = SIGNAL_STEPS) -> dict:
+def grpo_signal(trainer_state: Path, k: int | None = None) -> dict:
     """The GRPO run's learning signal from its ``trainer_state.json``: the mean reward (and its format and accuracy
-    parts) over the first and the last ``k`` logged steps, and the share of groups whose rewards varied
+    parts) over the first and the last ``k`` logged steps (default: the two halves of the run; one prompt per step
+    makes a single step's reward mostly the luck of its photo), and the share of groups whose rewards varied
     (1 - TRL's ``frac_reward_zero_std``, averaged over the run; a group without variance has zero advantages)."""
     from unifer.scoring.plots import read_log_history
 
     history = [e for e in read_log_history(trainer_state) if isinstance(e.get("reward"), (int, float))]
     if not history:
         raise UniferError(f"{trainer_state}: no GRPO reward was logged")
-    k = max(1, min(k, len(history) // 2 or 1))
+    k = max(1, min(k or len(history) // 2, len(history) // 2 or 1))
 
     def mean(rows, key):
         vals = [e[key] for e in rows if isinstance(e.get(key), (int, float))]
