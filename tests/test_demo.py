@@ -68,6 +68,18 @@ def test_demo_grpo_learns_where_a_zero_learning_rate_does_not(fast_demo, tmp_pat
     assert rise >= MIN_REWARD_RISE > control_rise, (learned, control)
 
 
+def test_grpo_signal_compares_the_halves_of_the_run(tmp_path):
+    rewards = [0.0, 0.5, 1.0, 1.5]
+    log = [{"step": i + 1, "reward": r, "rewards/format_reward/mean": r / 2, "rewards/accuracy_reward/mean": r / 2,
+            "frac_reward_zero_std": 0.5 if i == 0 else 0.0} for i, r in enumerate(rewards)]
+    state = tmp_path / "trainer_state.json"
+    state.write_text(json.dumps({"log_history": [*log, {"step": 4, "train_loss": 0.1}]}))
+    sig = grpo_signal(state)
+    assert sig["steps"] == 4 and sig["k"] == 2
+    assert sig["reward"] == {"first": 0.25, "last": 1.25} and sig["format"]["last"] == 0.625
+    assert sig["varied_groups"] == 0.875
+
+
 def test_table_lists_every_set_and_both_protocols():
     row = {k: {"paper": 0.5, "strict": 0.25} for k in ("rafdb", "ferplus", "affectnet", "sfew_2.0", "total")}
     row["total"]["answer_tag"] = 1.0
