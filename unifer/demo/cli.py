@@ -30,6 +30,9 @@ from unifer.data.sets import REPO_ROOT, SETS
 
 SCRIPTS = REPO_ROOT / "train_unifer" / "src" / "scripts"
 ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE)
+GRPO_LEARNING_RATE = 1e-3
+GRPO_STEPS = 12
+SFT_STEPS = 24
 
 
 class Demo:
@@ -133,19 +136,26 @@ class Demo:
         self.run("sft", ["bash", SCRIPTS / "run_sft_fer.sh", *flags], env)
         return out
 
-    def grpo(self, sft_model: Path, data: dict) -> Path:
-        out = self.work / "models" / "grpo"
+    def grpo(self, sft_model: Path, data: dict, out: Path | None = None, learning_rate: float | None = None) -> Path:
+        """The GRPO stage into ``out`` (default models/grpo); ``learning_rate`` overrides the demo's (a test's
+        zero-learning-rate control run)."""
+        out = out or self.work / "models" / "grpo"
         if (out / "model.safetensors").is_file():
             self.say(f"GRPO: reusing {out}")
             return out
         env = {"MODEL_PATH": str(sft_model), "DATA_PATH": str(data["rlvr"]), "IMAGE_ROOT": str(data["raw"]),
                "OUTPUT_DIR": str(out), "NPROC_PER_NODE": "1", "VLLM_MODE": "none" if self.fast else "colocate"}
-        flags = ["--max_steps", str(self.grpo_steps), "--num_generations", "4", "--per_device_train_batch_size", "4",
-                 "--gradient_accumulation_steps", "1", "--max_completion_length", "64",
-                 "--max_prompt_length", "512", "--learning_rate", "1e-5",
+        lr = GRPO_LEARNING_RATE if learning_rate is None else learning_rate
+        # One prompt per step with the paper's 8 generations (its group); completions of the 18-token format need
+        # no more than 32 tokens. A constant learning rate of GRPO_LEARNING_RATE (the paper: 1e-6, cosine) is what
+        # moves a random 2-layer model within a dozen steps (docs/demo.md#the-grpo-stage).
+        flags = ["--max_steps", str(self.grpo_steps), "--num_generations", "8", "--per_device_train_batch_size", "8",
+                 "--gradient_accumulation_steps", "1", "--max_completion_length", "32",
+                 "--max_prompt_length", "512", "--learning_rate", str(lr), "--lr_scheduler_type", "constant",
                  "--logging_steps", "1", "--gradient_checkpointing", "false",
                  "--save_strategy", "no", "--seed", "0"]
-        self.run("grpo", ["bash", SCRIPTS / "run_grpo_vllm.sh", *flags], env)
+        self.run("grpo" if out == self.work / "models" / "grpo" else f"grpo_{out.name}",
+                 ["bash", SCRIPTS / "run_grpo_vllm.sh", *flags], env)
         return out
 
     def evaluate(self, tag: str, model: Path, data: dict) -> dict:
@@ -183,7 +193,7 @@ class Demo:
         out = training_curves([
             ("cold-start SFT: loss", sft_model / "trainer_state.json", ["loss"]),
             ("GRPO: rewards", grpo_model / "trainer_state.json",
-             ["reward", "rewards/accuracy_reward/mean", "rewards/format_reward/mean"]),
+             ["reward", "rewards/accuracy_reward/mean", "rewards/format_reward/mean", "frac_reward_zero_std"]),
         ], self.work / "training_curves.png", title="UniFER demo (tiny model, real photos)")
         figures = [out]
         if self.figs is not None:
@@ -224,13 +234,46 @@ def format_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def grpo_signal(trainer_state: Path, k: int | None = None) -> dict:
+    """The GRPO run's learning signal from its ``trainer_state.json``: the mean reward (and its format and accuracy
+    parts) over the first and the last ``k`` logged steps (default: the two halves of the run; one prompt per step
+    makes a single step's reward mostly the luck of its photo), and the share of groups whose rewards varied
+    (1 - TRL's ``frac_reward_zero_std``, averaged over the run; a group without variance has zero advantages)."""
+    from unifer.scoring.plots import read_log_history
+
+    history = [e for e in read_log_history(trainer_state) if isinstance(e.get("reward"), (int, float))]
+    if not history:
+        raise UniferError(f"{trainer_state}: no GRPO reward was logged")
+    k = max(1, min(k or len(history) // 2, len(history) // 2 or 1))
+
+    def mean(rows, key):
+        vals = [e[key] for e in rows if isinstance(e.get(key), (int, float))]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    first, last = history[:k], history[-k:]
+    out = {"steps": len(history), "k": k,
+           "varied_groups": 1.0 - mean(history, "frac_reward_zero_std")}
+    for name, key in (("reward", "reward"), ("format", "rewards/format_reward/mean"),
+                      ("accuracy", "rewards/accuracy_reward/mean")):
+        out[name] = {"first": mean(first, key), "last": mean(last, key)}
+    return out
+
+
+def format_signal(sig: dict) -> str:
+    lines = [f"| GRPO reward (mean over {sig['k']} steps) | first steps | last steps |", "|---|---|---|"]
+    for name in ("reward", "format", "accuracy"):
+        lines.append(f"| {name} | {sig[name]['first']:.2f} | {sig[name]['last']:.2f} |")
+    lines.append(f"\nGroups with reward variance: {100 * sig['varied_groups']:.0f}% of {sig['steps']} steps' groups")
+    return "\n".join(lines)
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--fast", action="store_true", help="no vLLM: transformers rollouts and the hf engine")
     ap.add_argument("--work-dir", default=str(REPO_ROOT / ".demo"), help="where everything is written")
     ap.add_argument("--figs", nargs="?", const=str(REPO_ROOT / "figs"), default=None,
                     help="also write the docs' figures into this folder (default: figs/)")
-    ap.add_argument("--sft-steps", type=int, default=40)
-    ap.add_argument("--grpo-steps", type=int, default=4)
+    ap.add_argument("--sft-steps", type=int, default=SFT_STEPS)
+    ap.add_argument("--grpo-steps", type=int, default=GRPO_STEPS)
     ap.add_argument("--fresh", action="store_true", help="delete the work dir first")
 
 
@@ -250,9 +293,12 @@ def run(args: argparse.Namespace) -> int:
         summary[tag] = demo.evaluate(tag, model, data)
     figures = demo.curves(sft_model, grpo_model)
     table = format_table(summary)
-    write_json_atomic(work / "summary.json", {"summary": summary, "timings_s": demo.timings, "fast": args.fast})
-    (work / "summary.md").write_text(table + "\n")
+    signal = grpo_signal(grpo_model / "trainer_state.json")
+    write_json_atomic(work / "summary.json", {"summary": summary, "grpo_signal": signal, "timings_s": demo.timings,
+                                              "fast": args.fast})
+    (work / "summary.md").write_text(table + "\n\n" + format_signal(signal) + "\n")
     print("\nFERBench (mini, real photos) — accuracy % paper / strict protocol:\n" + table)
+    print("\n" + format_signal(signal))
     learned = summary["sft"]["total"]["answer_tag"]
     print(f"\nLearning signal: responses with an <answer> tag: base {100 * summary['base']['total']['answer_tag']:.0f}%"
           f" → SFT {100 * learned:.0f}% → GRPO {100 * summary['grpo']['total']['answer_tag']:.0f}%")

@@ -27,13 +27,15 @@ SPELLING = {
 RAFDB_IDS = {lab: i for i, lab in enumerate(SETS["rafdb"].labels, 1)}  # list_patition_label.txt ids 1–7
 AFFECTNET_IDS = {lab: i for i, lab in enumerate(SETS["affectnet"].labels)}  # validation.csv expression 0–7
 
-REASONING = ("I compare the brows, the eyes and the mouth with what each candidate expression looks like, "
-             "and pick the one they fit best.")
+REASONING = "Brows, eyes and mouth."
 
 
 def cot_response(label: str) -> str:
     """Templated reasoning, the same for every photo, then the label: a 2-layer random model learns the answer
-    format from it in a few dozen steps (cue-by-label reasoning would need far more)."""
+    format from it in a few dozen steps (cue-by-label reasoning would need far more). It is kept short (18 tokens
+    with the label): after the demo's 40 SFT steps, a 37-token sentence left the model sampling the whole format at
+    the paper's temperature 1 in about 1 completion in 8, so GRPO's groups had no reward variance; this one about
+    5 in 6 (docs/demo.md)."""
     return f"<think>{REASONING}</think><answer>{label}</answer>"
 
 
