@@ -10,7 +10,7 @@ from pathlib import Path
 from helpers import REPO
 
 TESTS = REPO / "tests"
-REFERENCE = re.compile(r"`((?:test_\w+\.py)?)::(test_\w+)(?:\[([^\]]+)\])?`")
+REFERENCE = re.compile(r"`((?:(?:\w+/)*test_\w+\.py)?)::(test_\w+)(?:\[([^\]]+)\])?`")
 
 
 RELIABILITY = REPO / "docs" / "reliability.md"
