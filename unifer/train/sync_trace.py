@@ -7,7 +7,7 @@ restored afterwards) answer the same fixed prompts — two short texts and one w
 on both (``bad_words`` / ``suppress_tokens``), each stopping at the model's EOS. One JSON line per probe:
 
     {"step": global step, "push": "before" | "after", "rank": process index, "prompts": [...],
-     "vllm": [[token ids] per prompt], "policy": [[token ids] per prompt],
+     "vllm": [[token ids] per prompt], "policy": [[token ids] per prompt], "policy_gaps": [[top-two logit gap]],
      "weights": how the push loaded them, "caches_reset": the engine caches reset after the push}
 
 The same prompts, image included, are asked before and after each push, so an engine whose prefix (KV) or
@@ -63,23 +63,28 @@ def vllm_answers(llm, prompts: list[dict], banned_words: list[str], max_tokens: 
     return [list(o.outputs[0].token_ids) for o in outputs]
 
 
-def policy_answers(model, prompts: list[dict], banned_ids: list[int], max_tokens: int) -> list[list[int]]:
+def policy_answers(model, prompts: list[dict], banned_ids: list[int], max_tokens: int):
+    """The policy's greedy token ids per prompt, and at each new token its top-two logit gap (a near-tie, where
+    float32 kernels that differ in rounding may pick either token)."""
     import torch
 
     was_training = model.training
     model.eval()
-    answers = []
+    answers, gaps = [], []
     try:
         with torch.no_grad():
             for p in prompts:
                 inputs = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in p["inputs"].items()}
                 new = model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=max_tokens,
                                      repetition_penalty=1.0, suppress_tokens=banned_ids or None, use_cache=True,
-                                     temperature=None, top_p=None, top_k=None)
-                answers.append(new[0, inputs["input_ids"].shape[1]:].tolist())
+                                     temperature=None, top_p=None, top_k=None, output_scores=True,
+                                     return_dict_in_generate=True)
+                answers.append(new.sequences[0, inputs["input_ids"].shape[1]:].tolist())
+                top2 = [torch.topk(s[0].float(), 2).values for s in new.scores]
+                gaps.append([round(float(t[0] - t[1]), 6) for t in top2])
     finally:
         model.train(was_training)
-    return answers
+    return answers, gaps
 
 
 def trace_colocated_sync(trainer, path: str, max_tokens: int = PROBE_TOKENS) -> None:
@@ -99,10 +104,11 @@ def trace_colocated_sync(trainer, path: str, max_tokens: int = PROBE_TOKENS) -> 
     def probe(when: str) -> None:
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
                                          gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model:
-            policy = policy_answers(model, prompts, banned_ids, max_tokens)
+            policy, gaps = policy_answers(model, prompts, banned_ids, max_tokens)
         row = {"step": trainer.state.global_step, "push": when, "rank": trainer.accelerator.process_index,
                "prompts": [p["text"] + (" [image]" if p["image"] is not None else "") for p in prompts],
-               "vllm": vllm_answers(generation.llm, prompts, banned_words, max_tokens), "policy": policy}
+               "vllm": vllm_answers(generation.llm, prompts, banned_words, max_tokens), "policy": policy,
+               "policy_gaps": gaps}
         if when == "after":
             row.update(getattr(generation, "last_push", {}))
         with open(path, "a", encoding="utf-8") as f:
