@@ -142,7 +142,7 @@ def make_trainer_class():
             if self.use_vllm and self.args.vllm_mode == "colocate":
                 keep_colocated_vllm_in_sync(self.vllm_generation)
                 if trace_sync:
-                    trace_colocated_sync(self, trace_sync)
+                    trace_colocated_sync(self, trace_sync, placeholder_token_ids(self.processing_class))
             elif self.use_vllm and self.args.vllm_mode == "server":
                 keep_server_vllm_in_sync(self.vllm_generation, self.accelerator.is_main_process)
             self.banned_ids = set(placeholder_token_ids(self.processing_class)) if image_pad_guard else set()

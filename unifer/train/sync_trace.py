@@ -87,15 +87,12 @@ def policy_answers(model, prompts: list[dict], banned_ids: list[int], max_tokens
     return answers, gaps
 
 
-def trace_colocated_sync(trainer, path: str, max_tokens: int = PROBE_TOKENS) -> None:
+def trace_colocated_sync(trainer, path: str, banned_ids: list[int], max_tokens: int = PROBE_TOKENS) -> None:
     """Wrap the colocated engine's ``sync_weights`` (already ``keep_colocated_vllm_in_sync``'s) with the probes."""
     from trl.models import unwrap_model_for_generation
 
-    from unifer.train.grpo_trainer import placeholder_token_ids
-
     generation = trainer.vllm_generation
     processor = trainer.processing_class
-    banned_ids = placeholder_token_ids(processor)
     banned_words = [processor.tokenizer.convert_ids_to_tokens(i) for i in banned_ids]
     prompts = probe_prompts(processor)
     push = generation.sync_weights
