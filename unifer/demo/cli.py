@@ -24,9 +24,9 @@ import time
 from functools import partial
 from pathlib import Path
 
-from unifer.errors import UniferError
 from unifer.data.jsonio import write_json_atomic
 from unifer.data.sets import REPO_ROOT, SETS
+from unifer.errors import UniferError
 
 SCRIPTS = REPO_ROOT / "train_unifer" / "src" / "scripts"
 ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE)

@@ -14,8 +14,8 @@ from pathlib import Path
 from PIL import Image
 
 from unifer.data.images import open_image
-from unifer.demo.photos import Photo, by_label, find_photos
 from unifer.data.sets import SETS, get_set
+from unifer.demo.photos import Photo, by_label, find_photos
 
 # The photos' labels (one vocabulary) → each set's spelling.
 SPELLING = {

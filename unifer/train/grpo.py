@@ -21,6 +21,9 @@ and every deliberate difference are in ``train_unifer/GRPO_MAPPING.md``). Correc
 
 ``--trace_images FILE`` appends one JSON line per rollout and stage (generation, loss): the record's image_path,
 the decoded prompt and SHA-256s of the pixels that stage used — what a test needs to see each prompt's own image.
+``--trace_sync FILE`` (colocated vLLM only) appends one JSON line before the first weight push and after each: the
+engine's and the policy's (transformers) greedy token ids for the same fixed prompts, one with an image, and the
+caches the push reset — what a test needs to see the engine follow the policy (see ``sync_trace``).
 """
 from __future__ import annotations
 
@@ -35,17 +38,17 @@ from unifer.data.sets import REPO_ROOT
 from unifer.errors import DataError, UniferError, run_cli
 from unifer.models.processors import load_processor
 from unifer.rewards import DEFAULT_REWARD_FUNCS, resolve_reward_funcs
-from unifer.train.recipes import GRPO_RECIPE
 from unifer.train.common import (
-    resume_checkpoint,
     is_main_process,
     parse_trainer_args,
     peft_config_from,
+    resume_checkpoint,
     save_for_inference,
     setup_logging,
 )
 from unifer.train.grpo_trainer import guarded_generation_kwargs, make_trainer_class
 from unifer.train.preflight import training_records, with_lazy_images
+from unifer.train.recipes import GRPO_RECIPE
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,11 @@ class GRPOScriptArguments(_base("ScriptArguments")):
     )
     trace_images: str | None = field(
         default=None, metadata={"help": "append per-rollout image fingerprints (JSONL) at generation and loss"}
+    )
+    trace_sync: str | None = field(
+        default=None,
+        metadata={"help": "colocated vLLM: append the engine's and the policy's greedy answers to fixed prompts "
+                          "(JSONL) before the first weight push and after each"},
     )
 
 
@@ -178,6 +186,10 @@ def apply_settings(script_args, training_args, model_args, processor) -> None:
     if script_args.image_pad_guard:
         training_args.generation_kwargs = guarded_generation_kwargs(
             training_args.generation_kwargs, processor, training_args.use_vllm)
+    if script_args.trace_sync and not (training_args.use_vllm and training_args.vllm_mode == "colocate"
+                                       and not training_args.vllm_enable_sleep_mode):
+        raise UniferError("--trace_sync needs a colocated vLLM (--use_vllm true --vllm_mode colocate) "
+                          "without --vllm_enable_sleep_mode")
     if os.environ.get("DEBUG_MODE") == "true" and not os.environ.get("LOG_PATH"):
         raise UniferError("DEBUG_MODE=true needs LOG_PATH (the file rollouts are appended to)")
 
@@ -211,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         peft_config=peft_config_from(model_args),
         image_pad_guard=script_args.image_pad_guard,
         trace_images=script_args.trace_images,
+        trace_sync=script_args.trace_sync,
     )
     trainer.train(resume_from_checkpoint=resume)
     out = save_for_inference(trainer, processor, training_args.output_dir)

