@@ -80,6 +80,9 @@ def test_the_page_filters_on_the_reasoning_flags_and_marks_the_cues(tmp_path):
                 assert int(page.get_attribute("#count", "data-count")) == 1
                 page.uncheck("#f-truncated")
                 page.check("#f-thinkdisagree")
+                # the list re-renders after the filter: wait for the first card's negated cue (a timeout fails)
+                page.wait_for_function("() => { const m = document.querySelector('#list article.item mark.cue.neg');"
+                                       " return m !== null && m.textContent === 'frown'; }", timeout=10000)
                 card = page.locator("#list article.item").first
                 assert card.locator("mark.cue.neg").first.inner_text() == "frown"
                 assert "right for the wrong reasons" in card.locator(".badges").inner_text()
