@@ -254,6 +254,41 @@ def test_script_server_flags_parse_with_trl_vllm_serve():
     assert args.enable_prefix_caching and args.enforce_eager
 
 
+def test_the_rollout_engine_computes_in_the_policys_dtype(tmp_path):
+    """vLLM's dtype "auto" turns a float32 checkpoint into bfloat16; the rollouts must come from the policy's dtype:
+    the server's (bfloat16 with GPUs, as the paper; float32 on CPU, where bf16 is turned off) and the colocated
+    engine's (``policy_dtype``, given to TRL's ``vllm.LLM``)."""
+    from types import SimpleNamespace
+
+    from unifer.train.grpo_trainer import colocated_vllm_dtype, policy_dtype
+    from unifer.train.recipes import GRPO_RECIPE, launch_settings
+    from unifer.train.vllm_server import Rollouts, server_plan
+
+    settings = launch_settings(GRPO_RECIPE)["vllm_server"]
+    dtype = lambda plan: plan.command[plan.command.index("--dtype") + 1]  # noqa: E731
+    cpu = server_plan({}, Rollouts("server"), tmp_path, tmp_path, settings)
+    gpu = server_plan({}, Rollouts("server", vllm_device="1", train_devices=["0"]), tmp_path, tmp_path, settings)
+    assert (dtype(cpu), dtype(gpu)) == ("float32", "bfloat16")
+
+    def args(bf16, weights):
+        return SimpleNamespace(bf16=bf16, fp16=False, model_init_kwargs={"dtype": weights})
+    assert policy_dtype(args(False, "float32"), "m") == "float32"
+    assert policy_dtype(args(True, "float32"), "m") == "bfloat16"  # the paper's GPU run: bf16 mixed precision
+    assert policy_dtype(args(False, "bfloat16"), "m") == "bfloat16"
+
+    from trl.generation import vllm_generation
+    original, seen = vllm_generation.LLM, []
+    vllm_generation.LLM = lambda *a, **kw: seen.append(kw)
+    try:
+        with colocated_vllm_dtype("float32"):
+            vllm_generation.LLM(model="m")
+            vllm_generation.LLM(model="m", dtype="bfloat16")  # a dtype TRL might pass itself wins
+        vllm_generation.LLM(model="m")
+    finally:
+        vllm_generation.LLM = original
+    assert [kw.get("dtype") for kw in seen] == ["float32", "bfloat16", None]
+
+
 # -------------------------------------------------------------------------------------- runs (the script)
 @pytest.fixture(scope="module")
 def one_process_run(prone_model, rlvr, tmp_path_factory):
@@ -452,3 +487,14 @@ def test_ctrl_c_stops_the_server_and_leaves_no_process(tiny_model, rlvr, standin
     assert "vLLM server stopped" in stderr
     assert not alive(server) and not alive(worker)
     assert session_members(proc.pid) == []
+
+
+def test_rollout_prompts_carry_one_placeholder_per_image():
+    """vLLM expands each image placeholder itself: the trainer's already expanded runs go to it as one token each
+    (the colocated answers through this path are checked in test_colocate_sync.py)."""
+    from unifer.train.grpo_trainer import rollout_prompt_ids
+
+    image, video, start, end = IMAGE_PAD, IMAGE_PAD + 1, 151652, 151653
+    prompts = [[1, start, *[image] * 64, end, 2, start, *[image] * 4, end, 3], [1, 2, 3], [start, *[video] * 3, end]]
+    assert rollout_prompt_ids(prompts, [image, video]) == [[1, start, image, end, 2, start, image, end, 3], [1, 2, 3],
+                                                           [start, video, end]]

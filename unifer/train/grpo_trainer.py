@@ -14,6 +14,16 @@ colocated vLLM that really follows the policy.
   weights and drops the originals, so that push fails; on CPU we use vLLM's layer-wise reload (and repack the LM
   head, which shares the embedding weight). Everywhere, vLLM's vision-encoder cache is cleared after each push:
   features it cached for an image under the old weights would otherwise be reused.
+- Colocated vLLM's dtype. TRL builds the colocated engine without a dtype, and vLLM's ``auto`` computes a float32
+  checkpoint in bfloat16: on CPU, where the policy trains in float32, rollouts were sampled from a bfloat16 copy
+  of it (next-token log-probabilities off by up to 0.07 on the tiny model, enough to flip greedy tokens). The
+  engine now computes in the policy's own dtype (``compute_dtype``: bfloat16 under ``--bf16``, the paper's GPU
+  setting and vLLM's choice there too; else the weights' dtype).
+- Rollout prompts. TRL sends vLLM the trainer's token ids, whose image placeholders the processor has already
+  expanded (one ``<|image_pad|>`` per feature); vLLM 0.32 expands placeholders itself and does not detect ones
+  already expanded, so the first pad became the image's features and the other N-1 stayed in the prompt as text
+  tokens: every rollout answered a different, longer prompt than the one the loss is computed on. We send each run
+  of placeholder tokens as one (``rollout_prompt_ids``), the prompt as the chat template renders it.
 - Sync trace (``--trace_sync``, ``unifer.train.sync_trace``): the colocated engine's and the policy's greedy answers
   to fixed prompts before the first push and after each, with the caches each push reset.
 - Server-mode vLLM. TRL resets only the server's prefix cache after a push; we also reset its encoder and
@@ -24,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextlib import contextmanager, nullcontext
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,16 @@ def guarded_generation_kwargs(user_kwargs: dict | None, processor, use_vllm: boo
     else:
         kwargs["suppress_tokens"] = sorted({*(kwargs.get("suppress_tokens") or []), *ids})
     return kwargs
+
+
+def rollout_prompt_ids(prompt_ids: list, placeholder_ids) -> list[list[int]]:
+    """Each prompt with every run of one placeholder token cut to a single token (see the module doc)."""
+    placeholders = set(placeholder_ids)
+    out = []
+    for ids in prompt_ids:
+        ids = list(ids)
+        out.append([t for j, t in enumerate(ids) if not (t in placeholders and j > 0 and ids[j - 1] == t)])
+    return out
 
 
 def cut_at_placeholders(completion_ids: list, logprobs: list | None, banned: set[int], fallback_id: int):
@@ -97,6 +118,34 @@ def keep_colocated_vllm_in_sync(generation) -> None:
     generation.sync_weights = sync_weights
 
 
+def policy_dtype(args, model) -> str:
+    """The dtype the policy's forward computes in: mixed precision where on, else the weights' own."""
+    from unifer.train.common import compute_dtype
+
+    weights = (args.model_init_kwargs or {}).get("dtype") if isinstance(model, str) else \
+        str(next(model.parameters()).dtype).removeprefix("torch.")
+    return compute_dtype(args, None if weights in (None, "auto") else weights)
+
+
+@contextmanager
+def colocated_vllm_dtype(dtype: str):
+    """While TRL builds its colocated ``vllm.LLM``, give it ``dtype`` (TRL passes none; see the module doc)."""
+    from trl.generation import vllm_generation
+
+    original = vllm_generation.LLM
+
+    def llm_in_policy_dtype(*args, **kwargs):
+        kwargs.setdefault("dtype", dtype)
+        log.info("colocated vLLM computes in %s, as the policy", kwargs["dtype"])
+        return original(*args, **kwargs)
+
+    vllm_generation.LLM = llm_in_policy_dtype
+    try:
+        yield
+    finally:
+        vllm_generation.LLM = original
+
+
 def pixel_digest(tensor) -> str:
     return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
 
@@ -138,14 +187,20 @@ def make_trainer_class():
 
         def __init__(self, *args, image_pad_guard: bool = True, trace_images: str | None = None,
                      trace_sync: str | None = None, **kwargs):
-            super().__init__(*args, **kwargs)
+            train_args = kwargs.get("args") if "args" in kwargs else (args[2] if len(args) > 2 else None)
+            model = kwargs.get("model", args[0] if args else None)
+            colocated = bool(train_args is not None and train_args.use_vllm and train_args.vllm_mode == "colocate")
+            with colocated_vllm_dtype(policy_dtype(train_args, model)) if colocated else nullcontext():
+                super().__init__(*args, **kwargs)
             if self.use_vllm and self.args.vllm_mode == "colocate":
                 keep_colocated_vllm_in_sync(self.vllm_generation)
                 if trace_sync:
-                    trace_colocated_sync(self, trace_sync, placeholder_token_ids(self.processing_class))
+                    trace_colocated_sync(self, trace_sync, placeholder_token_ids(self.processing_class),
+                                         lambda ids: rollout_prompt_ids(ids, placeholder_token_ids(self.processing_class)))
             elif self.use_vllm and self.args.vllm_mode == "server":
                 keep_server_vllm_in_sync(self.vllm_generation, self.accelerator.is_main_process)
-            self.banned_ids = set(placeholder_token_ids(self.processing_class)) if image_pad_guard else set()
+            self.placeholder_ids = placeholder_token_ids(self.processing_class)
+            self.banned_ids = set(self.placeholder_ids) if image_pad_guard else set()
             self.trace_path = trace_images
             self._trace_paths: list[str] = []
 
@@ -170,8 +225,9 @@ def make_trainer_class():
                 self._trace("generation", prompt_ids, self._trace_paths,
                             [[image_digest(i) for i in (imgs or [])] for imgs in per_sample],
                             [pixel_digest(p) for p in pixels] if pixels is not None else None)
+            sent = rollout_prompt_ids(prompt_ids, self.placeholder_ids) if self.use_vllm else prompt_ids
             completion_ids, logprobs = super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
+                sent, images, multimodal_fields, num_generations, *args, **kwargs)
             if self.banned_ids:
                 completion_ids, logprobs, cut = cut_at_placeholders(
                     completion_ids, logprobs, self.banned_ids, self.eos_token_ids[0])

