@@ -1,7 +1,7 @@
 """unifer.bench.gpu_train (unifer bench gpu-train): the training GPU check runs end to end on a CPU at the tiny shape.
 
 Left out here, with reasons: flash-attention 2 needs a CUDA GPU (the script skips that part itself without one);
-colocated vLLM takes minutes to start on a CPU (its path is test_grpo.py::test_colocate_vllm), so GRPO runs with
+colocated vLLM takes minutes to start on a CPU (its path is test_colocate_sync.py), so GRPO runs with
 transformers rollouts; ZeRO-3 is test_grpo.py::test_two_processes_zero3 and test_deepspeed_configs.py.
 """
 from __future__ import annotations

@@ -80,12 +80,11 @@ def test_the_page_filters_on_the_reasoning_flags_and_marks_the_cues(tmp_path):
                 assert int(page.get_attribute("#count", "data-count")) == 1
                 page.uncheck("#f-truncated")
                 page.check("#f-thinkdisagree")
-                # the list re-renders after the filter: wait for the first card's negated cue (a timeout fails)
-                page.wait_for_function("() => { const m = document.querySelector('#list article.item mark.cue.neg');"
-                                       " return m !== null && m.textContent === 'frown'; }", timeout=10000)
+                # the list re-renders after the filter: Playwright's expect retries until the re-rendered first card
+                # shows it (10 s at most, then it fails)
                 card = page.locator("#list article.item").first
-                assert card.locator("mark.cue.neg").first.inner_text() == "frown"
-                assert "right for the wrong reasons" in card.locator(".badges").inner_text()
+                sync_api.expect(card.locator("mark.cue.neg").first).to_have_text("frown", timeout=10000)
+                sync_api.expect(card.locator(".badges")).to_contain_text("right for the wrong reasons", timeout=10000)
                 assert page.locator("#reasoning-table tr").count() >= 6 and page.is_visible("#judge-box") is False
         finally:
             b.close()

@@ -346,17 +346,6 @@ def test_two_processes_zero3(prone_model, rlvr, tmp_path):
 
 
 @pytest.mark.slow
-def test_colocate_vllm(prone_model, rlvr, tmp_path):
-    out, trace = tmp_path / "out", tmp_path / "trace.jsonl"
-    output = check(run_script(grpo_env(prone_model, rlvr, out, VLLM_MODE="colocate"), [
-        *SMALL_RUN, "--max_steps", "2", "--save_strategy", "no", "--trace_images", str(trace),
-        "--vllm_max_model_length", "512"]))
-    assert "image-pad guard" not in output  # vLLM's bad_words kept every image pad out
-    assert_own_images(trace, expected_digests(prone_model, rlvr))
-    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
-
-
-@pytest.mark.slow
 def test_without_the_guard_an_image_pad_completion_kills_the_step(prone_model, rlvr, tmp_path):
     result = run_script(grpo_env(prone_model, rlvr, tmp_path / "out"), [
         *SMALL_RUN, *UNBANNED, "--max_steps", "1", "--save_strategy", "no", "--image_pad_guard", "false"])
