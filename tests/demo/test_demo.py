@@ -55,14 +55,17 @@ def test_fast_demo_end_to_end_then_reuses(fast_demo):
 def test_demo_grpo_learns_where_a_zero_learning_rate_does_not(fast_demo, tmp_path):
     """GRPO's stage learns: most groups have reward variance (non-zero advantages) and the mean reward rises from
     the first steps to the last. The control, the same run from the same SFT model at learning rate 0 (same seed,
-    same samples at step 1), shows the rise is the policy's doing, not the prompts' order."""
+    same samples at step 1), shows the rise is the policy's doing, not the prompts' order. At learning rate 0 the
+    policy stays the reference model, so the KL term is exactly 0: the control skips the reference forward pass
+    (``--beta 0``), with the same samples and rewards."""
     work = fast_demo[0]
     learned = grpo_signal(work / "models" / "grpo" / "trainer_state.json")
     assert learned["steps"] == GRPO_STEPS
     assert learned["varied_groups"] >= MIN_VARIED_GROUPS, learned
     rise = learned["reward"]["last"] - learned["reward"]["first"]
     demo = Demo(work, fast=True, figs=None, sft_steps=0, grpo_steps=GRPO_STEPS)
-    control_dir = demo.grpo(work / "models" / "sft", demo.datasets(), out=tmp_path / "grpo-lr0", learning_rate=0.0)
+    control_dir = demo.grpo(work / "models" / "sft", demo.datasets(), out=tmp_path / "grpo-lr0",
+                            learning_rate=0.0, beta=0.0)
     control = grpo_signal(control_dir / "trainer_state.json")
     control_rise = control["reward"]["last"] - control["reward"]["first"]
     assert rise >= MIN_REWARD_RISE > control_rise, (learned, control)

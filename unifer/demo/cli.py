@@ -136,9 +136,10 @@ class Demo:
         self.run("sft", ["bash", SCRIPTS / "run_sft_fer.sh", *flags], env)
         return out
 
-    def grpo(self, sft_model: Path, data: dict, out: Path | None = None, learning_rate: float | None = None) -> Path:
-        """The GRPO stage into ``out`` (default models/grpo); ``learning_rate`` overrides the demo's (a test's
-        zero-learning-rate control run)."""
+    def grpo(self, sft_model: Path, data: dict, out: Path | None = None, learning_rate: float | None = None,
+             beta: float | None = None) -> Path:
+        """The GRPO stage into ``out`` (default models/grpo); ``learning_rate`` and ``beta`` (the KL coefficient)
+        override the recipe's (a test's zero-learning-rate control run)."""
         out = out or self.work / "models" / "grpo"
         if (out / "model.safetensors").is_file():
             self.say(f"GRPO: reusing {out}")
@@ -153,7 +154,7 @@ class Demo:
                  "--gradient_accumulation_steps", "1", "--max_completion_length", "32",
                  "--max_prompt_length", "512", "--learning_rate", str(lr), "--lr_scheduler_type", "constant",
                  "--logging_steps", "1", "--gradient_checkpointing", "false",
-                 "--save_strategy", "no", "--seed", "0"]
+                 "--save_strategy", "no", "--seed", "0", *(["--beta", str(beta)] if beta is not None else [])]
         self.run("grpo" if out == self.work / "models" / "grpo" else f"grpo_{out.name}",
                  ["bash", SCRIPTS / "run_grpo_vllm.sh", *flags], env)
         return out

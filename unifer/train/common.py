@@ -130,6 +130,41 @@ def parse_trainer_args(dataclass_types: Sequence[type], argv: list[str] | None =
     return parsed
 
 
+# ---------------------------------------------------------------------------------------------- fused LM head
+#: The line of TRL's ``add_fused_lm_head`` that ``score_only_labelled_positions`` relies on.
+TRL_COMPACT_LINE = "compact = _use_triton(hidden_states.device)"
+
+
+def score_only_labelled_positions() -> bool:
+    """Make TRL's fused LM head score only the positions that carry a label on CPU too, as it does on CUDA.
+
+    SFT's and GRPO's per-token log-probabilities come from TRL's ``add_fused_lm_head``, which folds the vocabulary
+    in chunks. Where Triton runs (CUDA, XPU, the paper's GPUs) it scores only the labelled positions (``compact``);
+    elsewhere it scores every position, prompt and image tokens included, so that a compiled backend (Neuron) sees
+    one tile shape per batch. Eager CPU compiles nothing, so there it is only cost: on the tiny model (151,646-token
+    vocabulary) most of a GRPO step went into log-probabilities of prompt positions that are masked out afterwards.
+    Each position's log-softmax is its own and an unlabelled position's gradient is zero, so the labelled positions
+    get the same log-probabilities and the model the same gradients. Returns whether the patch is in place (False,
+    with a warning, if TRL's code no longer has the line it relies on)."""
+    import inspect
+
+    import trl.trainer.utils as trl_utils
+
+    decide = trl_utils._use_triton
+    if getattr(decide, "unifer_compact_on_cpu", False):
+        return True
+    if TRL_COMPACT_LINE not in inspect.getsource(trl_utils.add_fused_lm_head):
+        log.warning("TRL's fused LM head changed (no %r): CPU training scores every position", TRL_COMPACT_LINE)
+        return False
+
+    def compact(device) -> bool:
+        return device.type == "cpu" or decide(device)
+
+    compact.unifer_compact_on_cpu, compact.__wrapped__ = True, decide
+    trl_utils._use_triton = compact
+    return True
+
+
 # ------------------------------------------------------------------------------------------------------ models
 def load_vl_model(model_args, on_cuda: bool | None = None, training_args=None):
     """Qwen2.5-VL / Qwen2-VL through the Auto classes, in ``model_args.dtype`` (TRL's default float32, which is

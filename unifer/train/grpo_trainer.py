@@ -178,10 +178,11 @@ def split_pixels(pixel_values, image_grid_thw, images_per_sample: list[int]) -> 
 def make_trainer_class():
     from trl import GRPOTrainer
 
-    from unifer.train.common import CheckpointWeightsMixin
+    from unifer.train.common import CheckpointWeightsMixin, score_only_labelled_positions
     from unifer.train.sync_trace import trace_colocated_sync
     from unifer.train.vllm_server import keep_server_vllm_in_sync
 
+    score_only_labelled_positions()
     class UniferGRPOTrainer(CheckpointWeightsMixin, GRPOTrainer):
         """GRPOTrainer + the image-pad cut + the image trace + correct resumption + colocated vLLM sync."""
 

@@ -47,6 +47,7 @@ from unifer.train.common import (
     peft_config_from,
     resume_checkpoint,
     save_for_inference,
+    score_only_labelled_positions,
     setup_logging,
 )
 from unifer.train.preflight import training_records, with_lazy_images
@@ -210,9 +211,11 @@ class LossWeightingMixin:
 
 
 def make_trainer_class():
-    """SFTTrainer with the loss weighting and the checkpoint-weights fix."""
+    """SFTTrainer with the loss weighting and the checkpoint-weights fix; on CPU its fused LM head scores only the
+    labelled positions (``score_only_labelled_positions``)."""
     from trl import SFTTrainer
 
+    score_only_labelled_positions()
     return type("UniferSFTTrainer", (LossWeightingMixin, CheckpointWeightsMixin, SFTTrainer), {})
 
 
