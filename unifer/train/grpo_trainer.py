@@ -183,6 +183,7 @@ def make_trainer_class():
     from unifer.train.vllm_server import keep_server_vllm_in_sync
 
     score_only_labelled_positions()
+
     class UniferGRPOTrainer(CheckpointWeightsMixin, GRPOTrainer):
         """GRPOTrainer + the image-pad cut + the image trace + correct resumption + colocated vLLM sync."""
 
