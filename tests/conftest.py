@@ -56,7 +56,7 @@ def image_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_vllm_server(tiny_model, tmp_path_factory):
     """ONE real vLLM OpenAI-compatible server on loopback serving the tiny model as ``tiny`` for the whole run
-    (~100 s to start on a laptop CPU, so every test that needs a served model shares it; stopped at the end).
+    (~60 s to start on a laptop CPU, so every test that needs a served model shares it; stopped at the end).
     Yields ``(base_url, served_name, log_path)``."""
     pytest.importorskip("vllm")
     from unifer.bench.local_server import vllm_openai_server
